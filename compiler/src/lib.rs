@@ -1,0 +1,16 @@
+//! `vitc`: an ahead-of-time compiler for Vision Transformer models exported to ONNX.
+//!
+//! The pipeline: [`onnx`] loads a `ModelProto` and imports it into the graph
+//! [`ir`], binding dynamic dimensions and inferring every value's shape;
+//! [`passes`] fold shape subgraphs and canonicalize the graph into the
+//! operators later stages work with (LayerNorm, GELU, Linear, Attention);
+//! [`interp`] is the reference interpreter that runs any stage of the IR.
+
+pub mod error;
+pub mod interp;
+pub mod ir;
+pub mod onnx;
+pub mod passes;
+pub mod tensor;
+
+pub use error::{Error, Result};
