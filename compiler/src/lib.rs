@@ -6,6 +6,7 @@
 //! operators later stages work with (LayerNorm, GELU, Linear, Attention);
 //! [`interp`] is the reference interpreter that runs any stage of the IR.
 
+pub mod data;
 pub mod error;
 pub mod interp;
 pub mod ir;

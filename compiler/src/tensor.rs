@@ -287,6 +287,11 @@ impl Tensor {
         Tensor::I64(ArrayD::from_shape_vec(IxDyn(&[values.len()]), values.to_vec()).expect("1-D shape matches length"))
     }
 
+    /// A 1-D `f32` tensor.
+    pub fn from_f32s(values: &[f32]) -> Tensor {
+        Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[values.len()]), values.to_vec()).expect("1-D shape matches length"))
+    }
+
     /// A rank-0 `f32` tensor.
     pub fn scalar_f32(value: f32) -> Tensor {
         Tensor::F32(ArrayD::from_elem(IxDyn(&[]), value))

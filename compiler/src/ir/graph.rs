@@ -76,8 +76,10 @@ impl Fact {
         self.shape.len()
     }
 
+    /// Number of elements; saturates at `usize::MAX` instead of overflowing
+    /// (the shape rules reject shapes that large).
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        self.shape.iter().fold(1usize, |acc, &d| acc.saturating_mul(d))
     }
 
     /// Whether dtype and shape agree (constant data is not compared).

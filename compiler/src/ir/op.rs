@@ -362,10 +362,7 @@ impl Op {
             }
             Op::Transpose { perm } => write!(f, " perm={perm:?}"),
             Op::Flatten { axis } | Op::Concat { axis } | Op::Gather { axis } => write!(f, " axis={axis}"),
-            Op::Squeeze { axes } => match axes {
-                Some(axes) => write!(f, " axes={axes:?}"),
-                None => Ok(()),
-            },
+            Op::Squeeze { axes: Some(axes) } => write!(f, " axes={axes:?}"),
             Op::Unsqueeze { axes } => write!(f, " axes={axes:?}"),
             Op::Split { axis, sizes } => write!(f, " axis={axis} sizes={sizes:?}"),
             Op::Pad { mode } => write!(f, " mode={mode:?}"),

@@ -1,0 +1,122 @@
+//! Command-line arguments and the dispatch to each command.
+
+mod inspect;
+mod run;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use vitc::ir::Graph;
+use vitc::onnx::ImportOptions;
+use vitc::passes::PassManager;
+
+/// Ahead-of-time compiler for Vision Transformer models exported to ONNX.
+#[derive(Parser, Debug)]
+#[command(name = "vitc", version, about)]
+pub struct Cli {
+    /// Log more: -v for per-pass information, -vv for debug details.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the IR of a model and a summary (operators, parameters, FLOPs).
+    Inspect(inspect::InspectArgs),
+    /// Run a model with the reference interpreter and write its output as .npy.
+    Run(run::RunArgs),
+}
+
+/// Options shared by every command that imports a model.
+#[derive(Args, Debug)]
+pub struct ModelArgs {
+    /// The ONNX model file.
+    pub model: PathBuf,
+
+    /// Concrete shape for a graph input, as NAME=D0,D1,... (repeatable).
+    /// Without it, a symbolic leading dimension is bound to 1.
+    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+    pub input_shapes: Vec<String>,
+}
+
+impl ModelArgs {
+    fn import_options(&self) -> Result<ImportOptions> {
+        let mut input_shapes = HashMap::new();
+        for spec in &self.input_shapes {
+            let (name, dims) = parse_input_shape(spec)?;
+            input_shapes.insert(name, dims);
+        }
+        Ok(ImportOptions { input_shapes, ..ImportOptions::default() })
+    }
+
+    /// Imports the model, then runs the canonicalization passes up to and
+    /// including `stop_after` ("import" runs none, "canonicalize" runs all).
+    pub fn load(&self, stop_after: &str) -> Result<Graph> {
+        let options = self.import_options()?;
+        let mut graph = vitc::onnx::import_file(&self.model, &options)
+            .with_context(|| format!("cannot import {}", self.model.display()))?;
+        vitc::ir::verify::verify(&graph, "import")?;
+        match stop_after {
+            "import" => {}
+            "canonicalize" => {
+                PassManager::canonicalize().run(&mut graph)?;
+            }
+            pass => {
+                PassManager::canonicalize().run_until(&mut graph, Some(pass))?;
+            }
+        }
+        Ok(graph)
+    }
+}
+
+/// Parses `NAME=D0,D1,...`.
+fn parse_input_shape(spec: &str) -> Result<(String, Vec<usize>)> {
+    let Some((name, dims)) = spec.rsplit_once('=') else {
+        bail!("--input-shape '{spec}' must look like NAME=1,3,224,224");
+    };
+    let dims = dims
+        .split(',')
+        .map(|d| d.trim().parse::<usize>().with_context(|| format!("--input-shape '{spec}': '{d}' is not a non-negative integer")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((name.to_string(), dims))
+}
+
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Inspect(args) => inspect::inspect(args),
+        Command::Run(args) => run::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_shape_parses() {
+        let (name, dims) = parse_input_shape("input_image=2,3,224,224").unwrap();
+        assert_eq!(name, "input_image");
+        assert_eq!(dims, vec![2, 3, 224, 224]);
+    }
+
+    #[test]
+    fn input_shape_rejects_negative() {
+        assert!(parse_input_shape("x=-1,3").is_err());
+    }
+}

@@ -1,0 +1,92 @@
+//! `vitc run`: execute a model with the reference interpreter.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use vitc::data::{Normalize, load_image, read_npy, write_npy};
+use vitc::tensor::Tensor;
+
+use super::ModelArgs;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Input: a .npy tensor, or an image (PNG, JPEG) that is resized to the
+    /// model's input and normalized with --mean/--std.
+    #[arg(long)]
+    pub input: PathBuf,
+
+    /// Where to write the first output, as .npy.
+    #[arg(long, short, default_value = "output.npy")]
+    pub output: PathBuf,
+
+    /// Per-channel mean subtracted from image pixels scaled to [0, 1]
+    /// (default: the ImageNet mean for RGB inputs, 0 for grayscale).
+    #[arg(long, value_delimiter = ',')]
+    pub mean: Option<Vec<f32>>,
+
+    /// Per-channel standard deviation that image pixels are divided by
+    /// (default: the ImageNet std for RGB inputs, 1 for grayscale).
+    #[arg(long, value_delimiter = ',')]
+    pub std: Option<Vec<f32>>,
+
+    /// Run the graph as imported instead of after canonicalization.
+    #[arg(long)]
+    pub no_canonicalize: bool,
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let stage = if args.no_canonicalize { "import" } else { "canonicalize" };
+    let graph = args.model.load(stage)?;
+    let inputs = graph.inputs().to_vec();
+    let [input] = inputs[..] else {
+        bail!("the model has {} inputs; vitc run feeds exactly one", inputs.len());
+    };
+    let fact = graph.fact(input).clone();
+
+    let tensor = load_input(&args, &fact.shape)?;
+    let start = Instant::now();
+    let outputs = vitc::interp::run(&graph, &[(input, tensor)])?;
+    let elapsed = start.elapsed();
+
+    let output = outputs.first().context("the model has no outputs")?;
+    write_npy(&args.output, output)?;
+    println!(
+        "output {} {:?} written to {} ({:.1} ms in the interpreter)",
+        graph.value(graph.outputs()[0]).name,
+        output.shape(),
+        args.output.display(),
+        elapsed.as_secs_f64() * 1e3
+    );
+    print_top_classes(output);
+    Ok(())
+}
+
+fn load_input(args: &RunArgs, shape: &[usize]) -> Result<Tensor> {
+    let extension = args.input.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    if extension == "npy" {
+        return Ok(read_npy(&args.input)?);
+    }
+    let [1, channels, height, width] = shape[..] else {
+        bail!("an image can feed only an input of shape [1, C, H, W]; this model's input is {shape:?}. Pass a .npy tensor instead");
+    };
+    let default = if channels == 3 { Normalize::imagenet() } else { Normalize::identity(channels) };
+    let normalize = Normalize { mean: args.mean.clone().unwrap_or(default.mean), std: args.std.clone().unwrap_or(default.std) };
+    Ok(load_image(&args.input, channels, height, width, &normalize)?)
+}
+
+/// For a `[1, K]` classifier output, prints the five largest logits.
+fn print_top_classes(output: &Tensor) {
+    let Some(data) = output.as_f32() else { return };
+    if data.ndim() != 2 || data.shape()[0] != 1 || data.shape()[1] < 2 {
+        return;
+    }
+    let mut ranked: Vec<(usize, f32)> = data.iter().copied().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let top: Vec<String> = ranked.iter().take(5).map(|(i, v)| format!("{i}: {v:.4}")).collect();
+    println!("top classes: {}", top.join(", "));
+}

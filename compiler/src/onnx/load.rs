@@ -1,0 +1,69 @@
+//! Reading a `ModelProto` from disk.
+//!
+//! The file is parsed with onnx-protobuf (protobuf 3.4, whose default
+//! recursion limit of 100 bounds message nesting). Tensor data is decoded
+//! later, by [`super::tensor`], which resolves external data against the
+//! model's folder.
+
+use std::path::{Path, PathBuf};
+
+use onnx_protobuf::{Message, ModelProto};
+
+use crate::error::{Error, Result};
+
+/// A parsed ONNX model and the folder its external data is resolved against.
+pub struct OnnxModel {
+    pub proto: ModelProto,
+    pub path: PathBuf,
+    /// The model file's folder, canonicalized.
+    pub dir: PathBuf,
+}
+
+impl OnnxModel {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<OnnxModel> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let proto = ModelProto::parse_from_bytes(&bytes)
+            .map_err(|e| Error::Protobuf { path: path.to_path_buf(), message: e.to_string() })?;
+        if proto.graph.is_none() {
+            return Err(Error::Protobuf { path: path.to_path_buf(), message: "the model has no graph".into() });
+        }
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let dir = parent.canonicalize().map_err(|source| Error::Io { path: parent.clone(), source })?;
+        Ok(OnnxModel { proto, path: path.to_path_buf(), dir })
+    }
+
+    /// Parses a model from memory; external data is resolved against `dir`.
+    pub fn from_bytes(bytes: &[u8], dir: &Path) -> Result<OnnxModel> {
+        let proto = ModelProto::parse_from_bytes(bytes)
+            .map_err(|e| Error::Protobuf { path: PathBuf::from("<memory>"), message: e.to_string() })?;
+        if proto.graph.is_none() {
+            return Err(Error::Protobuf { path: PathBuf::from("<memory>"), message: "the model has no graph".into() });
+        }
+        Ok(OnnxModel { proto, path: PathBuf::from("<memory>"), dir: dir.to_path_buf() })
+    }
+
+    /// The opset version of the default (`ai.onnx`) domain.
+    pub fn default_opset(&self) -> Result<i64> {
+        self.opset_of("").ok_or_else(|| {
+            Error::Model(format!(
+                "{} imports no version of the default ONNX operator set (opset_import has no entry for domain '' or 'ai.onnx')",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// The opset version imported for `domain`, if any.
+    pub fn opset_of(&self, domain: &str) -> Option<i64> {
+        let wanted = normalize_domain(domain);
+        self.proto.opset_import.iter().find(|o| normalize_domain(&o.domain) == wanted).map(|o| o.version)
+    }
+}
+
+/// `ai.onnx` and the empty string name the same domain.
+pub fn normalize_domain(domain: &str) -> &str {
+    if domain == "ai.onnx" { "" } else { domain }
+}

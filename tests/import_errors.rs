@@ -1,0 +1,245 @@
+//! Every error path of loading and importing: each must return an error
+//! that names the file, node, tensor or input involved, never panic.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use onnx_protobuf::tensor_proto::DataLocation;
+use onnx_protobuf::{StringStringEntryProto, TensorProto};
+use vitc::Error;
+use vitc::onnx::{ImportOptions, import_file};
+use vitc_tests::{Dim, ModelBuilder, tensor_f32};
+
+const F32: i32 = 1;
+
+fn import(path: &Path) -> Result<vitc::ir::Graph, Error> {
+    import_file(path, &ImportOptions::default())
+}
+
+/// `y = x + w` with `w` given by `weight`.
+fn add_model(weight: TensorProto) -> ModelBuilder {
+    let mut m = ModelBuilder::new(14);
+    m.input("x", F32, &[Dim::Fixed(4)]).initializer(weight).node("Add", &["x", "w"], &["y"], vec![]).output("y");
+    m
+}
+
+fn external_weight(location: &str, offset: u64) -> TensorProto {
+    let entry = |key: &str, value: String| StringStringEntryProto { key: key.into(), value, ..Default::default() };
+    TensorProto {
+        name: "w".into(),
+        dims: vec![4],
+        data_type: 1,
+        data_location: DataLocation::EXTERNAL.into(),
+        external_data: vec![entry("location", location.into()), entry("offset", offset.to_string())],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn missing_file_names_path() {
+    let err = import(Path::new("/nonexistent/model.onnx")).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }));
+    assert!(err.to_string().contains("/nonexistent/model.onnx"));
+}
+
+#[test]
+fn garbage_bytes_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.onnx");
+    std::fs::write(&path, [0xffu8, 0xff, 0xff, 0xff, 0x0f]).unwrap();
+    let err = import(&path).unwrap_err();
+    assert!(matches!(err, Error::Protobuf { .. }), "{err}");
+    assert!(err.to_string().contains("bad.onnx"));
+}
+
+#[test]
+fn truncated_model_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = add_model(tensor_f32("w", &[4], &[1.0, 2.0, 3.0, 4.0])).write(&dir.path().join("m.onnx"));
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = import(&path).unwrap_err();
+    assert!(matches!(err, Error::Protobuf { .. }), "{err}");
+}
+
+#[test]
+fn unsupported_ops_reported_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = ModelBuilder::new(14);
+    m.input("x", F32, &[Dim::Fixed(4)])
+        .node("Relu", &["x"], &["a"], vec![])
+        .node("NonMaxSuppression", &["a"], &["b"], vec![])
+        .node("Einsum", &["b"], &["c"], vec![])
+        .output("c");
+    let err = import(&m.write(&dir.path().join("m.onnx"))).unwrap_err();
+    let Error::Unsupported(ops) = &err else { panic!("expected Unsupported, got {err}") };
+    assert_eq!(ops.len(), 2);
+    let text = err.to_string();
+    assert!(text.contains("NonMaxSuppression"), "{text}");
+    assert!(text.contains("Einsum"), "{text}");
+    assert!(text.contains("/NonMaxSuppression_1"), "{text}");
+    assert!(text.contains("opset 14"), "{text}");
+}
+
+#[test]
+fn shape_mismatch_names_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = ModelBuilder::new(14);
+    m.input("x", F32, &[Dim::Fixed(1), Dim::Fixed(4)])
+        .init_f32("w", &[5, 3], &[0.0; 15])
+        .node("MatMul", &["x", "w"], &["y"], vec![])
+        .output("y");
+    let err = import(&m.write(&dir.path().join("m.onnx"))).unwrap_err();
+    assert!(matches!(err, Error::Node { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("/MatMul_0"), "{text}");
+    assert!(text.contains("MatMul"), "{text}");
+}
+
+#[test]
+fn data_length_mismatch_names_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut weight = tensor_f32("w", &[4], &[1.0, 2.0, 3.0]);
+    weight.dims = vec![4];
+    let err = import(&add_model(weight).write(&dir.path().join("m.onnx"))).unwrap_err();
+    assert!(matches!(err, Error::Tensor { .. }), "{err}");
+    assert!(err.to_string().contains("'w'"));
+}
+
+#[test]
+fn unsupported_element_type_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let weight = TensorProto { name: "w".into(), dims: vec![4], data_type: 8, ..Default::default() };
+    let err = import(&add_model(weight).write(&dir.path().join("m.onnx"))).unwrap_err();
+    assert!(err.to_string().contains("STRING"), "{err}");
+}
+
+#[test]
+fn external_data_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<u8> = [9.0f32, 1.0, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(dir.path().join("weights.bin"), values).unwrap();
+    let graph = import(&add_model(external_weight("weights.bin", 4)).write(&dir.path().join("m.onnx"))).unwrap();
+    let out = vitc::interp::run(&graph, &[(graph.inputs()[0], vitc::tensor::Tensor::from_f32s(&[0.0; 4]))]).unwrap();
+    assert_eq!(out[0].to_f64_vec(), vec![1.0, 2.0, 3.0, 4.0]);
+}
+
+#[test]
+fn external_data_parent_dir_rejected() {
+    let root = tempfile::tempdir().unwrap();
+    let model_dir = root.path().join("model");
+    std::fs::create_dir(&model_dir).unwrap();
+    std::fs::write(root.path().join("secret.bin"), [0u8; 16]).unwrap();
+    let err = import(&add_model(external_weight("../secret.bin", 0)).write(&model_dir.join("m.onnx"))).unwrap_err();
+    assert!(matches!(err, Error::ExternalData { .. }), "{err}");
+    assert!(err.to_string().contains(".."), "{err}");
+}
+
+#[test]
+fn external_data_absolute_rejected() {
+    let root = tempfile::tempdir().unwrap();
+    let secret = root.path().join("secret.bin");
+    std::fs::write(&secret, [0u8; 16]).unwrap();
+    let model_dir = root.path().join("model");
+    std::fs::create_dir(&model_dir).unwrap();
+    let location = secret.to_str().unwrap();
+    let err = import(&add_model(external_weight(location, 0)).write(&model_dir.join("m.onnx"))).unwrap_err();
+    assert!(err.to_string().contains("absolute"), "{err}");
+}
+
+#[test]
+fn external_data_symlink_out_rejected() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("secret.bin"), [0u8; 16]).unwrap();
+    let model_dir = root.path().join("model");
+    std::fs::create_dir(&model_dir).unwrap();
+    std::os::unix::fs::symlink(root.path().join("secret.bin"), model_dir.join("weights.bin")).unwrap();
+    let err = import(&add_model(external_weight("weights.bin", 0)).write(&model_dir.join("m.onnx"))).unwrap_err();
+    assert!(err.to_string().contains("outside the model's folder"), "{err}");
+}
+
+#[test]
+fn external_data_past_end_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("weights.bin"), [0u8; 16]).unwrap();
+    let err = import(&add_model(external_weight("weights.bin", 8)).write(&dir.path().join("m.onnx"))).unwrap_err();
+    assert!(err.to_string().contains("outside"), "{err}");
+}
+
+#[test]
+fn external_data_missing_file_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = import(&add_model(external_weight("absent.bin", 0)).write(&dir.path().join("m.onnx"))).unwrap_err();
+    assert!(err.to_string().contains("absent.bin"), "{err}");
+}
+
+fn dynamic_model() -> ModelBuilder {
+    let mut m = ModelBuilder::new(14);
+    m.input("x", F32, &[Dim::Symbolic("batch"), Dim::Fixed(4)]).node("Relu", &["x"], &["y"], vec![]).output("y");
+    m
+}
+
+#[test]
+fn batch_defaults_to_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = import(&dynamic_model().write(&dir.path().join("m.onnx"))).unwrap();
+    assert_eq!(graph.fact(graph.inputs()[0]).shape, vec![1, 4]);
+}
+
+#[test]
+fn input_shape_binds_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dynamic_model().write(&dir.path().join("m.onnx"));
+    let options = ImportOptions { input_shapes: HashMap::from([("x".to_string(), vec![3, 4])]), ..Default::default() };
+    let graph = import_file(&path, &options).unwrap();
+    assert_eq!(graph.fact(graph.outputs()[0]).shape, vec![3, 4]);
+}
+
+#[test]
+fn input_shape_conflict_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dynamic_model().write(&dir.path().join("m.onnx"));
+    let options = ImportOptions { input_shapes: HashMap::from([("x".to_string(), vec![3, 5])]), ..Default::default() };
+    let err = import_file(&path, &options).unwrap_err();
+    assert!(matches!(err, Error::Input { .. }), "{err}");
+    assert!(err.to_string().contains("[3,5]"), "{err}");
+}
+
+#[test]
+fn input_shape_unknown_name_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dynamic_model().write(&dir.path().join("m.onnx"));
+    let options = ImportOptions { input_shapes: HashMap::from([("image".to_string(), vec![1, 4])]), ..Default::default() };
+    let err = import_file(&path, &options).unwrap_err();
+    assert!(err.to_string().contains("'image'"), "{err}");
+}
+
+#[test]
+fn symbolic_inner_dim_needs_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = ModelBuilder::new(14);
+    m.input("x", F32, &[Dim::Fixed(1), Dim::Symbolic("tokens")]).node("Relu", &["x"], &["y"], vec![]).output("y");
+    let err = import(&m.write(&dir.path().join("m.onnx"))).unwrap_err();
+    assert!(err.to_string().contains("--input-shape"), "{err}");
+}
+
+#[test]
+fn cycle_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = ModelBuilder::new(14);
+    m.input("x", F32, &[Dim::Fixed(4)])
+        .node("Add", &["x", "b"], &["a"], vec![])
+        .node("Relu", &["a"], &["b"], vec![])
+        .output("b");
+    let err = import(&m.write(&dir.path().join("m.onnx"))).unwrap_err();
+    assert!(err.to_string().contains("cycle"), "{err}");
+}
+
+#[test]
+fn undefined_operand_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = ModelBuilder::new(14);
+    m.input("x", F32, &[Dim::Fixed(4)]).node("Add", &["x", "nowhere"], &["y"], vec![]).output("y");
+    let err = import(&m.write(&dir.path().join("m.onnx"))).unwrap_err();
+    assert!(err.to_string().contains("'nowhere'"), "{err}");
+}
