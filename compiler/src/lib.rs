@@ -6,9 +6,11 @@
 //! operators later stages work with (LayerNorm, GELU, Linear, Attention);
 //! [`interp`] is the reference interpreter that runs any stage of the IR.
 
+pub mod codegen;
 pub mod data;
 pub mod error;
 pub mod interp;
+pub mod lower;
 pub mod ir;
 pub mod onnx;
 pub mod passes;

@@ -1,0 +1,217 @@
+//! The packed F32X4 GEMM and its register-tile micro-kernel.
+//!
+//! `C[rows, n] = epilogue(A[rows, k] B[k, n])` with `B` packed in panels of
+//! 8 columns (`[n / 8][k][8]`). For each panel and each tile of [`MR`] rows,
+//! the micro-kernel keeps `MR x 2` F32X4 accumulators in registers and, for
+//! each `kk`, loads two vectors of the panel, broadcasts one element of each
+//! A row and issues `2 * MR` fused multiply-adds. Rows that do not fill a
+//! tile run through the same code with one row. The epilogue scales, adds
+//! the bias, applies GELU, adds the residual and stores; the last panel of
+//! a width that is not a multiple of 8 stores lane by lane.
+
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+use crate::codegen::builder::{F32X4, I64, Kb, mem_readonly};
+use crate::codegen::math;
+use crate::lower::kernel::{Activation, GEMM_NR};
+
+/// Rows per register tile: 4 x 2 accumulators, 2 panel vectors and one
+/// broadcast stay within the 16 vector registers of x86-64 and AArch64.
+pub const MR: usize = 4;
+
+/// Rows of one GEMM task.
+pub const ROW_BLOCK: usize = 64;
+/// Panels of one GEMM task.
+pub const PANEL_GROUP: usize = 16;
+
+/// Operands and shape of one GEMM call emitted inline.
+pub struct GemmCall {
+    /// First element of A's first row; rows are `lda` elements apart.
+    pub a: Value,
+    pub lda: i64,
+    /// Packed B.
+    pub b: Value,
+    pub k: usize,
+    pub n: usize,
+    /// First element of C's first row; rows are `ldc` elements apart.
+    pub c: Value,
+    pub ldc: i64,
+    /// Bias, padded to a multiple of 8 elements.
+    pub bias: Option<Value>,
+    /// Residual with the same layout as C.
+    pub residual: Option<Value>,
+    pub scale: f32,
+    pub activation: Activation,
+}
+
+/// Emits the GEMM over rows `row_start..row_end` and panels
+/// `panel_start..panel_end` (all i64 values).
+pub fn emit_block(kb: &mut Kb, call: &GemmCall, row_start: Value, row_end: Value, panel_start: Value, panel_end: Value) {
+    kb.for_range(panel_start, panel_end, 1, |kb, panel| {
+        // Full tiles of MR rows, then single rows.
+        let full_end = {
+            let span = kb.b.ins().isub(row_end, row_start);
+            let tiles = kb.b.ins().udiv_imm_u(span, MR as i64);
+            let rows = kb.b.ins().imul_imm_s(tiles, MR as i64);
+            kb.b.ins().iadd(row_start, rows)
+        };
+        kb.for_range(row_start, full_end, MR as i64, |kb, row| tile(kb, call, row, panel, MR));
+        kb.for_range(full_end, row_end, 1, |kb, row| tile(kb, call, row, panel, 1));
+    });
+}
+
+/// One `rows x 8` tile at (`row`, `panel`).
+fn tile(kb: &mut Kb, call: &GemmCall, row: Value, panel: Value, rows: usize) {
+    let panel_bytes = (call.k * GEMM_NR * 4) as i64;
+    let b_panel = kb.offset(call.b, panel, panel_bytes);
+    let a_row0 = {
+        let row_elems = kb.b.ins().imul_imm_s(row, call.lda);
+        kb.offset(call.a, row_elems, 4)
+    };
+    let a_rows: Vec<Value> = (0..rows).map(|r| kb.b.ins().iadd_imm_s(a_row0, (r as i64) * call.lda * 4)).collect();
+
+    // Accumulate over k.
+    let zero = kb.splat(0.0);
+    let init = vec![zero; rows * 2];
+    let types = vec![F32X4; rows * 2];
+    let start = kb.iconst(0);
+    let end = kb.iconst(call.k as i64);
+    let acc = kb.fold_range(start, end, 1, &init, &types, |kb, kk, acc| {
+        let b_ptr = kb.offset(b_panel, kk, (GEMM_NR * 4) as i64);
+        let b0 = kb.b.ins().load(F32X4, mem_readonly(), b_ptr, 0);
+        let b1 = kb.b.ins().load(F32X4, mem_readonly(), b_ptr, 16);
+        let kk4 = kb.b.ins().ishl_imm_u(kk, 2);
+        let mut next = Vec::with_capacity(acc.len());
+        for (r, &a_row) in a_rows.iter().enumerate() {
+            let a_ptr = kb.b.ins().iadd(a_row, kk4);
+            let a = kb.b.ins().load(cranelift_codegen::ir::types::F32, mem_readonly(), a_ptr, 0);
+            let av = kb.b.ins().splat(F32X4, a);
+            next.push(kb.b.ins().fma(av, b0, acc[2 * r]));
+            next.push(kb.b.ins().fma(av, b1, acc[2 * r + 1]));
+        }
+        next
+    });
+
+    epilogue(kb, call, row, panel, rows, &acc);
+}
+
+fn epilogue(kb: &mut Kb, call: &GemmCall, row: Value, panel: Value, rows: usize, acc: &[Value]) {
+    let col0 = kb.b.ins().imul_imm_s(panel, GEMM_NR as i64);
+    let bias = call.bias.map(|bias| {
+        let ptr = kb.offset(bias, col0, 4);
+        let lo = kb.b.ins().load(F32X4, mem_readonly(), ptr, 0);
+        let hi = kb.b.ins().load(F32X4, mem_readonly(), ptr, 16);
+        [lo, hi]
+    });
+    let scale = (call.scale != 1.0).then(|| kb.splat(call.scale));
+
+    let mut values = Vec::with_capacity(acc.len());
+    for (i, &v) in acc.iter().enumerate() {
+        let mut v = v;
+        if let Some(s) = scale {
+            v = kb.b.ins().fmul(v, s);
+        }
+        if let Some(b) = bias {
+            v = kb.b.ins().fadd(v, b[i % 2]);
+        }
+        v = match call.activation {
+            Activation::None => v,
+            Activation::Gelu => math::gelu(kb, v),
+            Activation::GeluTanh => math::gelu_tanh(kb, v),
+        };
+        values.push(v);
+    }
+
+    // Stores: whole vectors unless this is a partial last panel.
+    let full_panels = (call.n / GEMM_NR) as i64;
+    let partial = call.n % GEMM_NR != 0;
+    let store_full = kb.b.create_block();
+    let store_partial = kb.b.create_block();
+    let done = kb.b.create_block();
+    if partial {
+        let is_full = kb.b.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::SignedLessThan, panel, full_panels);
+        kb.b.ins().brif(is_full, store_full, &[], store_partial, &[]);
+    } else {
+        kb.b.ins().jump(store_full, &[]);
+    }
+
+    kb.b.switch_to_block(store_full);
+    for r in 0..rows {
+        let (c_ptr, res_ptr) = row_pointers(kb, call, row, r, col0);
+        for half in 0..2 {
+            let mut v = values[2 * r + half];
+            if let Some(res) = res_ptr {
+                let rv = kb.load_v(res, (half * 16) as i32);
+                v = kb.b.ins().fadd(v, rv);
+            }
+            kb.store(v, c_ptr, (half * 16) as i32);
+        }
+    }
+    kb.b.ins().jump(done, &[]);
+
+    kb.b.switch_to_block(store_partial);
+    if partial {
+        let valid = call.n % GEMM_NR;
+        for r in 0..rows {
+            let (c_ptr, res_ptr) = row_pointers(kb, call, row, r, col0);
+            for lane in 0..valid {
+                let mut x = kb.b.ins().extractlane(values[2 * r + lane / 4], (lane % 4) as u8);
+                if let Some(res) = res_ptr {
+                    let rv = kb.load_f32(res, (lane * 4) as i32);
+                    x = kb.b.ins().fadd(x, rv);
+                }
+                kb.store(x, c_ptr, (lane * 4) as i32);
+            }
+        }
+    }
+    kb.b.ins().jump(done, &[]);
+    kb.b.switch_to_block(done);
+}
+
+/// Pointers to C and the residual at (`row + r`, `col0`).
+fn row_pointers(kb: &mut Kb, call: &GemmCall, row: Value, r: usize, col0: Value) -> (Value, Option<Value>) {
+    let row_r = kb.b.ins().iadd_imm_s(row, r as i64);
+    let elem = kb.b.ins().imul_imm_s(row_r, call.ldc);
+    let elem = kb.b.ins().iadd(elem, col0);
+    let c_ptr = kb.offset(call.c, elem, 4);
+    let res_ptr = call.residual.map(|res| kb.offset(res, elem, 4));
+    (c_ptr, res_ptr)
+}
+
+/// Number of tasks of a Linear GEMM: row blocks times panel groups.
+pub fn task_count(m: usize, n: usize) -> u32 {
+    let panels = n.div_ceil(GEMM_NR);
+    (m.div_ceil(ROW_BLOCK) * panels.div_ceil(PANEL_GROUP)) as u32
+}
+
+/// The whole-operator GEMM kernel: operands `C, A, B, bias?, residual?`.
+pub fn emit_kernel(kb: &mut Kb, m: usize, n: usize, k: usize, bias: bool, activation: Activation, residual: bool) {
+    let c = kb.arg(0);
+    let a = kb.arg(1);
+    let b = kb.arg(2);
+    let mut next = 3;
+    let bias_ptr = bias.then(|| {
+        next += 1;
+        kb.arg(next - 1)
+    });
+    let residual_ptr = residual.then(|| kb.arg(next));
+
+    // Task -> (row block, panel group).
+    let panels = n.div_ceil(GEMM_NR) as i64;
+    let groups = (panels as usize).div_ceil(PANEL_GROUP) as i64;
+    let task = kb.task_i64();
+    let block = kb.b.ins().udiv_imm_u(task, groups);
+    let group = kb.b.ins().urem_imm_u(task, groups);
+    let row_start = kb.b.ins().imul_imm_s(block, ROW_BLOCK as i64);
+    let row_end = kb.b.ins().iadd_imm_s(row_start, ROW_BLOCK as i64);
+    let m_v = kb.iconst(m as i64);
+    let row_end = kb.b.ins().smin(row_end, m_v);
+    let panel_start = kb.b.ins().imul_imm_s(group, PANEL_GROUP as i64);
+    let panel_end = kb.b.ins().iadd_imm_s(panel_start, PANEL_GROUP as i64);
+    let panels_v = kb.iconst(panels);
+    let panel_end = kb.b.ins().smin(panel_end, panels_v);
+
+    let call = GemmCall { a, lda: k as i64, b, k, n, c, ldc: n as i64, bias: bias_ptr, residual: residual_ptr, scale: 1.0, activation };
+    emit_block(kb, &call, row_start, row_end, panel_start, panel_end);
+    let _ = I64;
+}

@@ -1,0 +1,57 @@
+//! Target selection: the host (features read from CPUID) or a named triple.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use cranelift_codegen::isa::{self, OwnedTargetIsa};
+use cranelift_codegen::settings::{self, Configurable};
+use target_lexicon::{Architecture, Triple};
+
+use crate::error::{Error, Result};
+
+/// ISA features assumed for a named x86-64 target: x86-64-v3 (AVX2, FMA),
+/// what every x86-64 server CPU since 2015 has. Without FMA and AVX,
+/// Cranelift turns each vector `fma` into four library calls.
+const X86_64_V3: &[&str] = &["has_sse3", "has_ssse3", "has_sse41", "has_sse42", "has_popcnt", "has_avx", "has_avx2", "has_fma", "has_bmi1", "has_bmi2", "has_lzcnt"];
+
+/// Builds the ISA for `triple` (the host when `None`). `pic` selects
+/// position-independent code, needed for objects linked into executables.
+pub fn isa_for(triple: Option<&str>, pic: bool) -> Result<OwnedTargetIsa> {
+    let mut flags = settings::builder();
+    let set = |flags: &mut settings::Builder, name: &str, value: &str| {
+        flags.set(name, value).map_err(|e| Error::Internal(format!("cranelift setting {name}={value}: {e}")))
+    };
+    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "is_pic", if pic { "true" } else { "false" })?;
+    set(&mut flags, "use_colocated_libcalls", "false")?;
+    let flags = settings::Flags::new(flags);
+
+    let isa = match triple {
+        None => cranelift_native::builder()
+            .map_err(|e| Error::Model(format!("the host CPU is not supported by the code generator: {e}")))?
+            .finish(flags),
+        Some(name) => {
+            let parsed = Triple::from_str(name).map_err(|e| {
+                Error::Model(format!("unknown target triple '{name}': {e}; try x86_64-unknown-linux-gnu or aarch64-unknown-linux-gnu"))
+            })?;
+            let mut builder = isa::lookup(parsed.clone()).map_err(|e| {
+                Error::Model(format!("target '{name}' is not supported ({e}); vitc generates code for x86_64 and aarch64"))
+            })?;
+            if parsed.architecture == Architecture::X86_64 {
+                for feature in X86_64_V3 {
+                    builder.enable(feature).map_err(|e| Error::Internal(format!("x86-64 feature {feature}: {e}")))?;
+                }
+            }
+            builder.finish(flags)
+        }
+    };
+    isa.map_err(|e| Error::Model(format!("cannot configure the code generator: {e}")))
+}
+
+/// The host triple as text.
+pub fn host_triple() -> String {
+    Triple::host().to_string()
+}
+
+/// Keeps `Arc` in scope for callers that share an ISA.
+pub type SharedIsa = Arc<dyn isa::TargetIsa>;
