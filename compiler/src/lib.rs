@@ -6,6 +6,7 @@
 //! operators later stages work with (LayerNorm, GELU, Linear, Attention);
 //! [`interp`] is the reference interpreter that runs any stage of the IR.
 
+pub mod build;
 pub mod codegen;
 pub mod data;
 pub mod error;

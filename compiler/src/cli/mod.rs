@@ -1,5 +1,7 @@
 //! Command-line arguments and the dispatch to each command.
 
+mod bench;
+mod build;
 mod inspect;
 mod run;
 
@@ -28,8 +30,12 @@ pub struct Cli {
 pub enum Command {
     /// Print the IR of a model and a summary (operators, parameters, FLOPs).
     Inspect(inspect::InspectArgs),
-    /// Run a model with the reference interpreter and write its output as .npy.
+    /// Run a model on one input and write its output as .npy.
     Run(run::RunArgs),
+    /// Compile a model to an object file, a C header and a build report.
+    Build(build::BuildArgs),
+    /// Measure a model's latency with generated code or the interpreter.
+    Bench(bench::BenchArgs),
 }
 
 /// Options shared by every command that imports a model.
@@ -45,7 +51,7 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn import_options(&self) -> Result<ImportOptions> {
+    pub fn import_options(&self) -> Result<ImportOptions> {
         let mut input_shapes = HashMap::new();
         for spec in &self.input_shapes {
             let (name, dims) = parse_input_shape(spec)?;
@@ -101,6 +107,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect(args) => inspect::inspect(args),
         Command::Run(args) => run::run(args),
+        Command::Build(args) => build::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 

@@ -9,6 +9,7 @@ use vitc::data::{Normalize, load_image, read_npy, write_npy};
 use vitc::tensor::Tensor;
 
 use super::ModelArgs;
+use super::bench::Engine;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -34,9 +35,14 @@ pub struct RunArgs {
     #[arg(long, value_delimiter = ',')]
     pub std: Option<Vec<f32>>,
 
-    /// Run the graph as imported instead of after canonicalization.
+    /// Run the graph as imported instead of after canonicalization
+    /// (interpreter only).
     #[arg(long)]
     pub no_canonicalize: bool,
+
+    /// Generated code compiled in memory (jit) or the reference interpreter.
+    #[arg(long, value_enum, default_value_t = Engine::Jit)]
+    pub engine: Engine,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -49,21 +55,45 @@ pub fn run(args: RunArgs) -> Result<()> {
     let fact = graph.fact(input).clone();
 
     let tensor = load_input(&args, &fact.shape)?;
-    let start = Instant::now();
-    let outputs = vitc::interp::run(&graph, &[(input, tensor)])?;
-    let elapsed = start.elapsed();
+    if args.no_canonicalize && args.engine == Engine::Jit {
+        bail!("--no-canonicalize needs --engine interpreter: generated code is built from the canonical graph");
+    }
+    let (outputs, elapsed) = match args.engine {
+        Engine::Interpreter => {
+            let start = Instant::now();
+            let outputs = vitc::interp::run(&graph, &[(input, tensor)])?;
+            (outputs, start.elapsed())
+        }
+        Engine::Jit => run_jit(&graph, &tensor)?,
+    };
 
     let output = outputs.first().context("the model has no outputs")?;
     write_npy(&args.output, output)?;
     println!(
-        "output {} {:?} written to {} ({:.1} ms in the interpreter)",
+        "output {} {:?} written to {} ({:.1} ms, {:?})",
         graph.value(graph.outputs()[0]).name,
         output.shape(),
         args.output.display(),
-        elapsed.as_secs_f64() * 1e3
+        elapsed.as_secs_f64() * 1e3,
+        args.engine
     );
     print_top_classes(output);
     Ok(())
+}
+
+/// Compiles the graph in memory and runs it once on all cores.
+fn run_jit(graph: &vitc::ir::Graph, input: &Tensor) -> Result<(Vec<Tensor>, std::time::Duration)> {
+    let program = vitc::lower::Program::lower(graph)?;
+    let mut jit = vitc::codegen::jit::JitModel::compile(&program, "run")?;
+    let data = input.as_f32().context("generated code takes an f32 input")?;
+    let data: Vec<f32> = data.iter().copied().collect();
+    let pool = vitc_runtime::ThreadPool::new(0)?;
+    let start = Instant::now();
+    let out = jit.model.run_simple(&data, Some(&pool))?;
+    let elapsed = start.elapsed();
+    let shape = &program.outputs[0].shape;
+    let tensor = Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), out)?);
+    Ok((vec![tensor], elapsed))
 }
 
 fn load_input(args: &RunArgs, shape: &[usize]) -> Result<Tensor> {

@@ -1,0 +1,105 @@
+//! `vitc bench`: time a model's generated code (JIT) or the interpreter.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+use vitc::codegen::jit::JitModel;
+use vitc::lower::Program;
+use vitc_runtime::ThreadPool;
+
+use super::ModelArgs;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Engine {
+    /// Generated native code, compiled in memory.
+    Jit,
+    /// The reference interpreter.
+    Interpreter,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Thread counts to measure, e.g. 1,2.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub threads: Vec<usize>,
+
+    /// Timed runs per thread count.
+    #[arg(long, default_value_t = 30)]
+    pub iterations: usize,
+
+    /// Untimed runs before timing.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+
+    #[arg(long, value_enum, default_value_t = Engine::Jit)]
+    pub engine: Engine,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    if args.iterations == 0 {
+        bail!("--iterations must be at least 1");
+    }
+    let graph = args.model.load("canonicalize")?;
+    let shape = graph.fact(graph.inputs()[0]).shape.clone();
+    let len: usize = shape.iter().product();
+    let input: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    println!("model: {} input {:?}, engine {:?}", args.model.model.display(), shape, args.engine);
+
+    match args.engine {
+        Engine::Jit => {
+            let start = Instant::now();
+            let program = Program::lower(&graph)?;
+            let mut jit = JitModel::compile(&program, "bench")?;
+            println!("compiled in {:.0} ms", start.elapsed().as_secs_f64() * 1e3);
+            for &threads in &args.threads {
+                let pool = if threads > 1 { Some(ThreadPool::new(threads)?) } else { None };
+                let times = measure(args.warmup, args.iterations, || {
+                    jit.model.run_simple(&input, pool.as_ref()).map(|_| ())
+                })?;
+                report(threads, &times);
+            }
+        }
+        Engine::Interpreter => {
+            let tensor = vitc::tensor::Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), input)?);
+            let feeds = [(graph.inputs()[0], tensor)];
+            let times = measure(args.warmup, args.iterations, || vitc::interp::run(&graph, &feeds).map(|_| ()))?;
+            report(0, &times);
+        }
+    }
+    Ok(())
+}
+
+fn measure<E: std::error::Error + Send + Sync + 'static>(
+    warmup: usize,
+    iterations: usize,
+    mut f: impl FnMut() -> Result<(), E>,
+) -> Result<Vec<Duration>> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let start = Instant::now();
+        f()?;
+        times.push(start.elapsed());
+    }
+    times.sort();
+    Ok(times)
+}
+
+fn report(threads: usize, times: &[Duration]) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let median = ms(times[times.len() / 2]);
+    let label = if threads == 0 { "interpreter".to_string() } else { format!("{threads} thread(s)") };
+    println!(
+        "{label:>12}: median {median:8.2} ms   min {:8.2} ms   max {:8.2} ms   ({} runs, {:.1} runs/s)",
+        ms(times[0]),
+        ms(times[times.len() - 1]),
+        times.len(),
+        1e3 / median
+    );
+}

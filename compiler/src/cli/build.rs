@@ -1,0 +1,43 @@
+//! `vitc build`: compile a model to an object file, a C header and a report.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use vitc::build::{BuildOptions, build, default_name, write_artifacts};
+
+use super::ModelArgs;
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Output folder for NAME.o, NAME.h and the build reports.
+    #[arg(short, long, default_value = "build")]
+    pub output: PathBuf,
+
+    /// Target triple, e.g. x86_64-unknown-linux-gnu or
+    /// aarch64-unknown-linux-gnu (default: this machine, with its CPU features).
+    #[arg(long)]
+    pub target: Option<String>,
+
+    /// Symbol prefix and file name of the outputs (default: the model's
+    /// file name, made a C identifier).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+pub fn run(args: BuildArgs) -> Result<()> {
+    let name = args.name.clone().unwrap_or_else(|| default_name(&args.model.model));
+    let options = BuildOptions { import: args.model.import_options()?, target: args.target.clone(), name, progress: true };
+    let output = build(&args.model.model, &options).with_context(|| format!("cannot build {}", args.model.model.display()))?;
+    let paths = write_artifacts(&args.output, &output)
+        .with_context(|| format!("cannot write the build outputs to {}", args.output.display()))?;
+    print!("{}", output.report);
+    println!("wrote:");
+    for path in paths {
+        println!("  {}", path.display());
+    }
+    Ok(())
+}
