@@ -35,7 +35,7 @@ def parse_args() -> argparse.Namespace:
                         help="AdamW weight decay, applied to matrices and the conv kernel only")
     parser.add_argument("--seed", type=int, default=0, help="seed of the JAX key and the NumPy generator")
     parser.add_argument("--max-steps", type=int, default=0,
-                        help="stop after this many steps, for timing runs; 0 trains all epochs")
+                        help="stop after this many steps and save nothing, for timing runs; 0 trains all epochs")
     parser.add_argument("--summary", type=Path, default=Path(__file__).with_name("training.json"),
                         help="where to write the JSON summary of the run")
     return parser.parse_args()
@@ -159,6 +159,9 @@ def main() -> None:
         if args.max_steps and step >= args.max_steps:
             break
     training_seconds = time.perf_counter() - start_time
+    if args.max_steps:
+        print(f"stopped after {step} steps in {training_seconds:.0f} s; --max-steps runs save no weights")
+        return
 
     weights_path = data.mnist_dir() / "vit_weights.npz"
     vit.save_params(weights_path, params)

@@ -45,10 +45,6 @@ def normalize_images(images_uint8: np.ndarray) -> np.ndarray:
     return ((scaled - PIXEL_MEAN) / PIXEL_STD)[:, None, :, :]
 
 
-def linear_names(prefix: str) -> list[str]:
-    return [f"{prefix}.weight", f"{prefix}.bias"]
-
-
 def block_prefixes(index: int) -> dict[str, str]:
     """Return the parameter prefixes of encoder block `index`, keyed by role."""
     block = f"blocks.{index}"
@@ -65,7 +61,11 @@ def block_prefixes(index: int) -> dict[str, str]:
 
 
 def parameter_shapes() -> dict[str, tuple[int, ...]]:
-    """Return every parameter name with its PyTorch shape, in state_dict order."""
+    """Return every parameter name with its PyTorch shape.
+
+    init_params draws one random key per entry in this order, so reordering the
+    entries changes the initial weights of a seeded run.
+    """
     shapes = {
         "cls_token": (1, 1, EMBED_DIM),
         "pos_embed": (1, NUM_TOKENS, EMBED_DIM),
@@ -92,11 +92,12 @@ def parameter_shapes() -> dict[str, tuple[int, ...]]:
 
 
 def init_params(key: jax.Array) -> dict[str, jax.Array]:
-    """Initialize the parameters as timm's ViT does.
+    """Initialize the parameters in the style of timm's ViT.
 
     Linear weights, cls_token and pos_embed draw from a normal distribution with
-    std 0.02 truncated at 2 std. The patch embedding uses LeCun normal (the fan-in
-    variant), LayerNorm weights are 1 and every bias is 0.
+    std 0.02 truncated at 2 std. The patch embedding kernel draws from a normal
+    distribution with std 1/sqrt(fan_in) = 0.25. LayerNorm weights are 1 and every
+    bias is 0.
     """
     params = {}
     shapes = parameter_shapes()

@@ -108,9 +108,14 @@ pub fn emit_program<M: Module>(module: &mut M, program: &Program, name: &str) ->
             kb.b.seal_all_blocks();
             kb.b.finalize(frontend);
         }
+        let dump = std::env::var_os("VITC_DUMP_VCODE").is_some();
+        ctx.set_disasm(dump);
         module
             .define_function(id, &mut ctx)
             .map_err(|e| Error::Internal(format!("code generation failed for kernel {i} ({}, node '{}'): {e:?}", step.kernel.name(), step.node)))?;
+        if dump && let Some(code) = ctx.compiled_code() && let Some(vcode) = &code.vcode {
+            eprintln!("; kernel {i}: {}\n{vcode}", step.kernel);
+        }
         module.clear_context(&mut ctx);
         kernel_ids.push(id);
     }

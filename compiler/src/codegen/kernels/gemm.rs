@@ -60,6 +60,10 @@ pub fn emit_block(kb: &mut Kb, call: &GemmCall, row_start: Value, row_end: Value
     });
 }
 
+/// Steps of k per loop iteration: unrolling amortizes the loop's branch and
+/// the register moves Cranelift inserts for the carried accumulators.
+const K_UNROLL: usize = 4;
+
 /// One `rows x 8` tile at (`row`, `panel`).
 fn tile(kb: &mut Kb, call: &GemmCall, row: Value, panel: Value, rows: usize) {
     let panel_bytes = (call.k * GEMM_NR * 4) as i64;
@@ -68,31 +72,50 @@ fn tile(kb: &mut Kb, call: &GemmCall, row: Value, panel: Value, rows: usize) {
         let row_elems = kb.b.ins().imul_imm_s(row, call.lda);
         kb.offset(call.a, row_elems, 4)
     };
-    let a_rows: Vec<Value> = (0..rows).map(|r| kb.b.ins().iadd_imm_s(a_row0, (r as i64) * call.lda * 4)).collect();
 
-    // Accumulate over k.
+    // Accumulate over k, carrying the A and B pointers with the accumulators.
     let zero = kb.splat(0.0);
-    let init = vec![zero; rows * 2];
-    let types = vec![F32X4; rows * 2];
-    let start = kb.iconst(0);
-    let end = kb.iconst(call.k as i64);
-    let acc = kb.fold_range(start, end, 1, &init, &types, |kb, kk, acc| {
-        let b_ptr = kb.offset(b_panel, kk, (GEMM_NR * 4) as i64);
-        let b0 = kb.b.ins().load(F32X4, mem_readonly(), b_ptr, 0);
-        let b1 = kb.b.ins().load(F32X4, mem_readonly(), b_ptr, 16);
-        let kk4 = kb.b.ins().ishl_imm_u(kk, 2);
-        let mut next = Vec::with_capacity(acc.len());
-        for (r, &a_row) in a_rows.iter().enumerate() {
-            let a_ptr = kb.b.ins().iadd(a_row, kk4);
-            let a = kb.b.ins().load(cranelift_codegen::ir::types::F32, mem_readonly(), a_ptr, 0);
-            let av = kb.b.ins().splat(F32X4, a);
-            next.push(kb.b.ins().fma(av, b0, acc[2 * r]));
-            next.push(kb.b.ins().fma(av, b1, acc[2 * r + 1]));
+    let mut carried = vec![a_row0, b_panel];
+    carried.extend(std::iter::repeat_n(zero, rows * 2));
+    let mut types = vec![I64, I64];
+    types.extend(std::iter::repeat_n(F32X4, rows * 2));
+    let unrolled = call.k / K_UNROLL;
+    let mut state = carried;
+    for (count, unroll) in [(unrolled, K_UNROLL), (call.k % K_UNROLL, 1)] {
+        if count == 0 {
+            continue;
         }
-        next
-    });
+        let start = kb.iconst(0);
+        let end = kb.iconst(count as i64);
+        state = kb.fold_range(start, end, 1, &state, &types, |kb, _, carried| {
+            let (a_ptr, b_ptr) = (carried[0], carried[1]);
+            let mut acc = carried[2..].to_vec();
+            for u in 0..unroll {
+                multiply_step(kb, call, a_ptr, b_ptr, u, rows, &mut acc);
+            }
+            let mut next = vec![
+                kb.b.ins().iadd_imm_s(a_ptr, (unroll * 4) as i64),
+                kb.b.ins().iadd_imm_s(b_ptr, (unroll * GEMM_NR * 4) as i64),
+            ];
+            next.extend(acc);
+            next
+        });
+    }
 
-    epilogue(kb, call, row, panel, rows, &acc);
+    epilogue(kb, call, row, panel, rows, &state[2..]);
+}
+
+/// `acc[r] += A[r, kk + u] * B[kk + u, 0..8]` for each row of the tile.
+fn multiply_step(kb: &mut Kb, call: &GemmCall, a_ptr: Value, b_ptr: Value, u: usize, rows: usize, acc: &mut [Value]) {
+    let b0 = kb.b.ins().load(F32X4, mem_readonly(), b_ptr, (u * GEMM_NR * 4) as i32);
+    let b1 = kb.b.ins().load(F32X4, mem_readonly(), b_ptr, (u * GEMM_NR * 4 + 16) as i32);
+    for r in 0..rows {
+        let offset = (r as i64 * call.lda * 4 + u as i64 * 4) as i32;
+        let a = kb.b.ins().load(cranelift_codegen::ir::types::F32, mem_readonly(), a_ptr, offset);
+        let av = kb.b.ins().splat(F32X4, a);
+        acc[2 * r] = kb.b.ins().fma(av, b0, acc[2 * r]);
+        acc[2 * r + 1] = kb.b.ins().fma(av, b1, acc[2 * r + 1]);
+    }
 }
 
 fn epilogue(kb: &mut Kb, call: &GemmCall, row: Value, panel: Value, rows: usize, acc: &[Value]) {
@@ -213,5 +236,4 @@ pub fn emit_kernel(kb: &mut Kb, m: usize, n: usize, k: usize, bias: bool, activa
 
     let call = GemmCall { a, lda: k as i64, b, k, n, c, ldc: n as i64, bias: bias_ptr, residual: residual_ptr, scale: 1.0, activation };
     emit_block(kb, &call, row_start, row_end, panel_start, panel_end);
-    let _ = I64;
 }
