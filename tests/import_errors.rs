@@ -243,3 +243,37 @@ fn undefined_operand_rejected() {
     let err = import(&m.write(&dir.path().join("m.onnx"))).unwrap_err();
     assert!(err.to_string().contains("'nowhere'"), "{err}");
 }
+
+#[test]
+fn external_data_fifo_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("weights.bin");
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let err = import(&add_model(external_weight("weights.bin", 0)).write(&dir.path().join("m.onnx"))).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}
+
+#[test]
+fn huge_expand_rejected_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = ModelBuilder::new(14);
+    m.input("x", F32, &[Dim::Fixed(1)])
+        .init_i64("shape", &[2], &[1 << 20, 1 << 20])
+        .node("Expand", &["x", "shape"], &["y"], vec![])
+        .output("y");
+    let err = import(&m.write(&dir.path().join("m.onnx"))).unwrap_err();
+    assert!(matches!(err, Error::Limit(_)), "{err}");
+    assert!(err.to_string().contains("Expand"), "{err}");
+}
+
+#[test]
+fn unsupported_opset_reported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = ModelBuilder::new(99);
+    m.input("x", F32, &[Dim::Fixed(4)]).node("Relu", &["x"], &["a"], vec![]).node("Relu", &["a"], &["y"], vec![]).output("y");
+    let err = import(&m.write(&dir.path().join("m.onnx"))).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("opset 99"), "{text}");
+    assert_eq!(text.matches("opset 99").count(), 1, "{text}");
+}

@@ -153,7 +153,7 @@ pub fn build(model: &Path, options: &BuildOptions) -> Result<BuildOutput> {
 /// Writes `NAME.o`, `NAME.h`, `NAME.report.txt`, `NAME.report.json` and
 /// `NAME.program.txt` (the kernel listing) into `dir`; returns the paths.
 pub fn write_artifacts(dir: &Path, output: &BuildOutput) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(dir).map_err(|error| Error::Write { path: dir.to_path_buf(), error })?;
     let name = &output.report.name;
     let json = serde_json::to_string_pretty(&output.report).map_err(|e| Error::Internal(e.to_string()))?;
     let files: [(String, Vec<u8>); 5] = [
@@ -166,7 +166,7 @@ pub fn write_artifacts(dir: &Path, output: &BuildOutput) -> Result<Vec<PathBuf>>
     let mut paths = Vec::new();
     for (file, bytes) in files {
         let path = dir.join(file);
-        std::fs::write(&path, bytes).map_err(|source| Error::Io { path: path.clone(), source })?;
+        std::fs::write(&path, bytes).map_err(|error| Error::Write { path: path.clone(), error })?;
         paths.push(path);
     }
     Ok(paths)

@@ -35,7 +35,7 @@ impl Normalize {
 /// Reads an `.npy` file as a tensor (f32, f64, i64, i32, u8, i8 or bool).
 pub fn read_npy(path: &Path) -> Result<Tensor> {
     use ndarray_npy::ReadNpyExt;
-    let open = || std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source });
+    let open = || std::fs::File::open(path).map_err(|error| Error::Io { path: path.to_path_buf(), error });
     let bad = |e: ndarray_npy::ReadNpyError| Error::Input {
         input: path.display().to_string(),
         message: format!("cannot read as .npy: {e}"),
@@ -64,20 +64,26 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
     try_type!(bool, Bool);
     Err(Error::Input {
         input: path.display().to_string(),
-        message: "the .npy element type is not one of f32, f64, i64, i32, u8, i8, bool (or it is big-endian)".into(),
+        message: "the .npy element type is not one of f32, f64, i64, i32, u8, i8, bool".into(),
     })
 }
 
-/// Writes an f32 tensor as `.npy`.
+/// Writes a tensor as `.npy` with its own element type (float16 as f32).
 pub fn write_npy(path: &Path, tensor: &Tensor) -> Result<()> {
     use ndarray_npy::WriteNpyExt;
-    let file = std::fs::File::create(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let file = std::fs::File::create(path).map_err(|error| Error::Write { path: path.to_path_buf(), error })?;
     let writer = std::io::BufWriter::new(file);
-    let f32_data = tensor.cast(DType::F32).into_f32().expect("cast to f32 gives an f32 tensor");
-    f32_data.write_npy(writer).map_err(|e| Error::Input {
-        input: path.display().to_string(),
-        message: format!("cannot write .npy: {e}"),
-    })
+    let written = match tensor {
+        Tensor::F32(a) => a.write_npy(writer),
+        Tensor::F64(a) => a.write_npy(writer),
+        Tensor::I64(a) => a.write_npy(writer),
+        Tensor::I32(a) => a.write_npy(writer),
+        Tensor::I8(a) => a.write_npy(writer),
+        Tensor::U8(a) => a.write_npy(writer),
+        Tensor::Bool(a) => a.write_npy(writer),
+        Tensor::F16(_) => tensor.cast(DType::F32).into_f32().expect("cast to f32 gives f32").write_npy(writer),
+    };
+    written.map_err(|e| Error::Write { path: path.to_path_buf(), error: std::io::Error::other(e.to_string()) })
 }
 
 /// Loads an image as a `[1, channels, height, width]` f32 tensor.
@@ -92,10 +98,13 @@ pub fn load_image(path: &Path, channels: usize, height: usize, width: usize, nor
     if normalize.std.iter().any(|&s| s == 0.0 || !s.is_finite()) {
         return Err(err("--std values must be finite and nonzero".into()));
     }
+    if normalize.mean.iter().any(|m| !m.is_finite()) {
+        return Err(err("--mean values must be finite".into()));
+    }
     let reader = image::ImageReader::open(path)
-        .map_err(|source| Error::Io { path: path.to_path_buf(), source })?
+        .map_err(|error| Error::Io { path: path.to_path_buf(), error })?
         .with_guessed_format()
-        .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        .map_err(|error| Error::Io { path: path.to_path_buf(), error })?;
     let img = reader.decode().map_err(|e| err(format!("cannot decode image: {e}")))?;
     let (w, h) = (width as u32, height as u32);
     let resized = if img.width() == w && img.height() == h { img } else { img.resize_exact(w, h, FilterType::CatmullRom) };

@@ -21,12 +21,16 @@ pub struct UnsupportedOp {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    // The I/O cause is part of the message, and the field is not named
+    // `source`, so that error chains do not print it twice.
+    #[error("cannot read {}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
+
+    #[error("cannot write {}: {error}", path.display())]
+    Write { path: PathBuf, error: std::io::Error },
+
+    #[error("{0}")]
+    Codegen(String),
 
     #[error("{} is not a valid ONNX model: {message}. Check that it is a complete .onnx file, not a truncated download or an external-data file", path.display())]
     Protobuf { path: PathBuf, message: String },
@@ -60,6 +64,7 @@ pub enum Error {
 }
 
 impl Error {
+
     /// A node-level error for node `node` of type `op`.
     pub fn node(node: impl Into<String>, op: impl Into<String>, message: impl Into<String>) -> Error {
         Error::Node { node: node.into(), op: op.into(), message: message.into() }

@@ -35,6 +35,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
 
+    /// What runs the model: generated code or the interpreter.
     #[arg(long, value_enum, default_value_t = Engine::Jit)]
     pub engine: Engine,
 }
@@ -42,6 +43,9 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.iterations == 0 {
         bail!("--iterations must be at least 1");
+    }
+    if args.threads.contains(&0) {
+        bail!("--threads values must be at least 1");
     }
     let graph = args.model.load("canonicalize")?;
     let shape = graph.fact(graph.inputs()[0]).shape.clone();

@@ -63,6 +63,10 @@ impl ModelArgs {
     /// Imports the model, then runs the canonicalization passes up to and
     /// including `stop_after` ("import" runs none, "canonicalize" runs all).
     pub fn load(&self, stop_after: &str) -> Result<Graph> {
+        let passes = PassManager::canonicalize().pass_names();
+        if stop_after != "import" && stop_after != "canonicalize" && !passes.contains(&stop_after) {
+            bail!("--after '{stop_after}' is not a stage; use import, canonicalize or one of: {}", passes.join(", "));
+        }
         let options = self.import_options()?;
         let mut graph = vitc::onnx::import_file(&self.model, &options)
             .with_context(|| format!("cannot import {}", self.model.display()))?;
@@ -93,10 +97,12 @@ fn parse_input_shape(spec: &str) -> Result<(String, Vec<usize>)> {
 }
 
 pub fn init_logging(verbose: u8) {
+    // Cranelift logs every function it compiles at info level; keep it at
+    // warn unless RUST_LOG asks for more.
     let default = match verbose {
         0 => "warn",
-        1 => "info",
-        _ => "debug",
+        1 => "warn,vitc=info",
+        _ => "warn,vitc=debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

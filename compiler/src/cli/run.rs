@@ -46,6 +46,9 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
+    if args.no_canonicalize && args.engine == Engine::Jit {
+        bail!("--no-canonicalize needs --engine interpreter: generated code is built from the canonical graph");
+    }
     let stage = if args.no_canonicalize { "import" } else { "canonicalize" };
     let graph = args.model.load(stage)?;
     let inputs = graph.inputs().to_vec();
@@ -55,9 +58,6 @@ pub fn run(args: RunArgs) -> Result<()> {
     let fact = graph.fact(input).clone();
 
     let tensor = load_input(&args, &fact.shape)?;
-    if args.no_canonicalize && args.engine == Engine::Jit {
-        bail!("--no-canonicalize needs --engine interpreter: generated code is built from the canonical graph");
-    }
     let (outputs, elapsed) = match args.engine {
         Engine::Interpreter => {
             let start = Instant::now();
@@ -83,17 +83,32 @@ pub fn run(args: RunArgs) -> Result<()> {
 
 /// Compiles the graph in memory and runs it once on all cores.
 fn run_jit(graph: &vitc::ir::Graph, input: &Tensor) -> Result<(Vec<Tensor>, std::time::Duration)> {
+    let expected = graph.fact(graph.inputs()[0]);
+    let name = &graph.value(graph.inputs()[0]).name;
+    if input.dtype() != expected.dtype || input.shape() != expected.shape.as_slice() {
+        bail!(
+            "input '{name}': expected a {expected} tensor, got {}{:?}; bind another shape with --input-shape {name}=..",
+            input.dtype(),
+            input.shape()
+        );
+    }
     let program = vitc::lower::Program::lower(graph)?;
     let mut jit = vitc::codegen::jit::JitModel::compile(&program, "run")?;
-    let data = input.as_f32().context("generated code takes an f32 input")?;
-    let data: Vec<f32> = data.iter().copied().collect();
+    let data: Vec<f32> = input.as_f32().context("generated code takes an f32 input")?.iter().copied().collect();
+    let mut outputs: Vec<Vec<f32>> = program.outputs.iter().map(|t| vec![0.0; t.numel()]).collect();
     let pool = vitc_runtime::ThreadPool::new(0)?;
     let start = Instant::now();
-    let out = jit.model.run_simple(&data, Some(&pool))?;
+    {
+        let mut slices: Vec<&mut [f32]> = outputs.iter_mut().map(|o| o.as_mut_slice()).collect();
+        jit.model.run(&[&data], &mut slices, Some(&pool))?;
+    }
     let elapsed = start.elapsed();
-    let shape = &program.outputs[0].shape;
-    let tensor = Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), out)?);
-    Ok((vec![tensor], elapsed))
+    let tensors = outputs
+        .into_iter()
+        .zip(&program.outputs)
+        .map(|(data, info)| Ok(Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&info.shape), data)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((tensors, elapsed))
 }
 
 fn load_input(args: &RunArgs, shape: &[usize]) -> Result<Tensor> {

@@ -22,8 +22,13 @@ pub const FOLD_MAX_ELEMENTS: usize = 1 << 24;
 /// Infers the facts of `op` applied to `inputs`, attaching data when all
 /// operands are constant and the result is small enough.
 pub fn derive_facts(op: &Op, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
+    derive_facts_with(op, inputs, true)
+}
+
+/// Like [`derive_facts`]; evaluates constant operands only when `fold` is set.
+pub fn derive_facts_with(op: &Op, inputs: &[Option<&Fact>], fold: bool) -> OpResult<Vec<Fact>> {
     let mut facts = infer_op(op, inputs)?;
-    if !op.is_foldable() || facts.iter().all(|f| f.konst.is_some()) {
+    if !fold || !op.is_foldable() || facts.iter().all(|f| f.konst.is_some()) {
         return Ok(facts);
     }
     let all_constant = inputs.iter().all(|f| f.is_none_or(|f| f.konst.is_some()));

@@ -83,23 +83,31 @@ pub(super) fn select_kernels(graph: &Graph) -> Result<Selected> {
         s.out.outputs.push(TensorInfo { name: graph.value(v).name.clone(), shape: fact.shape.clone() });
     }
 
+    // Values downstream of an unsupported node have no buffer; their nodes
+    // are skipped rather than reported as well.
+    let mut failed = std::collections::HashSet::new();
     for node in graph.topo_order() {
         if s.fused.contains(&node) {
             continue;
         }
+        let n = graph.node(node);
+        if n.inputs.iter().flatten().any(|v| failed.contains(v)) {
+            failed.extend(n.outputs.iter().copied());
+            continue;
+        }
         if let Err(message) = s.select_node(node) {
-            let n = graph.node(node);
             s.unsupported.push(format!("node '{}' ({}): {message}", n.name, n.op.name()));
+            failed.extend(n.outputs.iter().copied());
         }
     }
     if !s.unsupported.is_empty() {
-        return Err(Error::Model(format!(
-            "code generation does not support {} node(s) of this model (the interpreter, `vitc run`, still runs them):\n  {}",
+        return Err(Error::Codegen(format!(
+            "code generation does not support {} node(s) of this model:\n  {}\nThe reference interpreter runs them: use `vitc run --engine interpreter`.",
             s.unsupported.len(),
             s.unsupported.join("\n  ")
         )));
     }
-    s.copy_outputs();
+    s.copy_outputs().map_err(|message| Error::Model(format!("cannot generate code for the graph outputs: {message}")))?;
     Ok(s.out)
 }
 
@@ -160,9 +168,10 @@ impl Selector<'_> {
 
     /// Copies graph outputs that ended up in another slot (aliases, inputs,
     /// constants) into the caller's output buffers.
-    fn copy_outputs(&mut self) {
+    fn copy_outputs(&mut self) -> std::result::Result<(), String> {
         for (i, &v) in self.graph.outputs().iter().enumerate() {
-            let slot = self.value_slot[&v];
+            // A constant output gets its weight slot here.
+            let slot = self.slot_of(v)?;
             if self.out.slots[slot].kind == SlotKind::Output(i) {
                 continue;
             }
@@ -171,6 +180,7 @@ impl Selector<'_> {
             let kernel = Kernel::Copy { shape: vec![numel], out_offset: 0, out_strides: vec![1], in_offset: 0, in_strides: vec![1] };
             self.out.steps.push(SelectedStep { node: format!("output {i}"), kernel, args: vec![target, slot] });
         }
+        Ok(())
     }
 
     fn operand(&self, node: NodeId, i: usize) -> std::result::Result<ValueId, String> {

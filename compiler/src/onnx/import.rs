@@ -21,7 +21,12 @@ use super::load::{OnnxModel, normalize_domain};
 use super::ops;
 use super::tensor::{DEFAULT_MAX_TENSOR_BYTES, decode_tensor};
 use crate::error::{Error, Result, UnsupportedOp};
-use crate::ir::derive::derive_facts;
+use crate::ir::derive::derive_facts_with;
+
+/// Total bytes of intermediate results that import computes at compile
+/// time; past it, results keep their shapes but are computed at run time.
+/// Shape subgraphs need a few kilobytes; weight transformations more.
+const FOLD_BUDGET_BYTES: u64 = 1 << 30;
 use crate::ir::{Fact, Graph, Op, ValueId};
 use crate::tensor::{DType, ShapeDisplay, Tensor};
 
@@ -67,6 +72,15 @@ pub fn import_model(model: &OnnxModel, options: &ImportOptions) -> Result<Graph>
         )));
     }
 
+    if !(ops::MIN_OPSET..=ops::MAX_OPSET).contains(&opset) {
+        return Err(Error::Model(format!(
+            "{} imports default-domain opset {opset}; vitc supports opsets {} to {}. Re-export the model at a supported opset",
+            model.path.display(),
+            ops::MIN_OPSET,
+            ops::MAX_OPSET
+        )));
+    }
+
     // Phase 1 of 4: report every unsupported operator at once.
     let unsupported: Vec<UnsupportedOp> = graph_proto
         .node
@@ -76,7 +90,7 @@ pub fn import_model(model: &OnnxModel, options: &ImportOptions) -> Result<Graph>
             let node_opset = model.opset_of(domain).unwrap_or(0);
             let reason = if domain.is_empty() { ops::check_supported(node, opset) } else { Some(Unsupported::Domain) };
             reason.map(|r| UnsupportedOp {
-                node: node.name.clone(),
+                node: node_label(node),
                 op_type: node.op_type.clone(),
                 domain: node.domain.clone(),
                 opset: node_opset,
@@ -88,7 +102,7 @@ pub fn import_model(model: &OnnxModel, options: &ImportOptions) -> Result<Graph>
         return Err(Error::Unsupported(unsupported));
     }
 
-    let mut builder = Builder { graph: Graph::new(), names: HashMap::new(), model_dir: &model.dir, options, opset };
+    let mut builder = Builder { graph: Graph::new(), folded_bytes: 0, names: HashMap::new(), model_dir: &model.dir, options, opset };
 
     // Phase 2 of 4: constants and inputs.
     for init in &graph_proto.initializer {
@@ -247,9 +261,22 @@ fn format_dims(dims: &[Option<i64>]) -> String {
     format!("[{}]", parts.join(","))
 }
 
+/// The node's name, or its first output's name when the exporter left it empty.
+pub(crate) fn node_label(node: &NodeProto) -> String {
+    if !node.name.is_empty() {
+        return node.name.clone();
+    }
+    match node.output.first() {
+        Some(output) if !output.is_empty() => format!("<unnamed, output '{output}'>"),
+        _ => "<unnamed>".to_string(),
+    }
+}
+
 /// State of an import in progress.
 pub(crate) struct Builder<'a> {
     pub graph: Graph,
+    /// Bytes of data computed at compile time so far.
+    folded_bytes: u64,
     names: HashMap<String, ValueId>,
     pub model_dir: &'a Path,
     pub options: &'a ImportOptions,
@@ -281,6 +308,13 @@ impl Builder<'_> {
                 continue;
             }
             let fact = self.bind_input(input)?;
+            let bytes = (fact.numel() as u64).saturating_mul(fact.dtype.size_bytes() as u64);
+            if bytes > self.options.max_tensor_bytes {
+                return Err(Error::Input {
+                    input: input.name.clone(),
+                    message: format!("shape {fact} needs {bytes} bytes, more than the limit of {} bytes", self.options.max_tensor_bytes),
+                });
+            }
             let v = self.graph.add_input(input.name.clone(), fact);
             self.names.insert(input.name.clone(), v);
         }
@@ -364,7 +398,7 @@ impl NodeCx<'_, '_> {
     }
 
     pub fn err(&self, message: impl Into<String>) -> Error {
-        Error::node(self.node.name.as_str(), self.node.op_type.as_str(), message)
+        Error::node(node_label(self.node), self.node.op_type.as_str(), message)
     }
 
     /// Required operand `i`.
@@ -405,13 +439,33 @@ impl NodeCx<'_, '_> {
     pub fn emit_hidden(&mut self, op: Op, inputs: Vec<Option<ValueId>>, suffix: &str) -> Result<Vec<ValueId>> {
         let facts = {
             let input_facts: Vec<Option<&Fact>> = inputs.iter().map(|v| v.map(|v| self.builder.graph.fact(v))).collect();
-            derive_facts(&op, &input_facts).map_err(|e| e.at(&self.node.name, &self.node.op_type))?
+            let fold = self.builder.folded_bytes < FOLD_BUDGET_BYTES;
+            derive_facts_with(&op, &input_facts, fold).map_err(|e| e.at(&node_label(self.node), &self.node.op_type))?
         };
+        self.check_sizes(&facts)?;
+        self.builder.folded_bytes += facts.iter().filter(|f| f.konst.is_some()).map(|f| (f.numel() * f.dtype.size_bytes()) as u64).sum::<u64>();
         let name = if suffix.is_empty() { self.node.name.clone() } else { format!("{}/{suffix}", self.node.name) };
         let outputs: Vec<(String, Fact)> =
             facts.into_iter().enumerate().map(|(i, f)| (format!("{name}:{i}"), f)).collect();
         let node = self.builder.graph.add_node(op, name, inputs, outputs);
         Ok(self.builder.graph.node(node).outputs.clone())
+    }
+
+    /// Rejects results larger than the configured tensor limit before
+    /// anything of that size is allocated (at compile time or at run time).
+    fn check_sizes(&self, facts: &[Fact]) -> Result<()> {
+        for fact in facts {
+            let bytes = (fact.numel() as u64).saturating_mul(fact.dtype.size_bytes() as u64);
+            if bytes > self.builder.options.max_tensor_bytes {
+                return Err(Error::Limit(format!(
+                    "node '{}' ({}) produces a {fact} tensor of {bytes} bytes, more than the limit of {} bytes",
+                    node_label(self.node),
+                    self.node.op_type,
+                    self.builder.options.max_tensor_bytes
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Adds `op` on `inputs` as the node itself: its results take the ONNX

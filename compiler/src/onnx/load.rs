@@ -22,7 +22,7 @@ pub struct OnnxModel {
 impl OnnxModel {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<OnnxModel> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|error| Error::Io { path: path.to_path_buf(), error })?;
         let proto = ModelProto::parse_from_bytes(&bytes)
             .map_err(|e| Error::Protobuf { path: path.to_path_buf(), message: e.to_string() })?;
         if proto.graph.is_none() {
@@ -32,7 +32,7 @@ impl OnnxModel {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let dir = parent.canonicalize().map_err(|source| Error::Io { path: parent.clone(), source })?;
+        let dir = parent.canonicalize().map_err(|error| Error::Io { path: parent.clone(), error })?;
         Ok(OnnxModel { proto, path: path.to_path_buf(), dir })
     }
 

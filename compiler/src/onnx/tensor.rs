@@ -178,6 +178,11 @@ fn read_external(proto: &TensorProto, model_dir: &Path, expected_bytes: u64) -> 
     {
         return Err(err(format!("'length' is {length} bytes but shape {:?} needs {expected_bytes}", proto.dims)));
     }
+    // Only regular files: opening a FIFO or a device could block or never end.
+    let metadata = std::fs::metadata(&path).map_err(|e| err(format!("cannot stat {}: {e}", path.display())))?;
+    if !metadata.is_file() {
+        return Err(err(format!("{} is not a regular file", path.display())));
+    }
     let mut file = File::open(&path).map_err(|e| err(format!("cannot open {}: {e}", path.display())))?;
     let file_len = file.metadata().map_err(|e| err(format!("cannot stat {}: {e}", path.display())))?.len();
     let end = offset.checked_add(expected_bytes).ok_or_else(|| err("offset + length overflows".into()))?;

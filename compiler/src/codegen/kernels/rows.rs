@@ -76,9 +76,14 @@ pub fn layernorm(kb: &mut Kb, rows: usize, cols: usize, epsilon: f32, bias: bool
         let src = kb.offset(x, elem, 4);
         let dst = kb.offset(out, elem, 4);
 
-        let sum = row_sum(kb, src, cols, &mut |_, v| v);
+        // The mean is taken of x - x[0], so that a large common offset does
+        // not cost the f32 sum its precision (shifted-data algorithm).
+        let shift = kb.load_f32(src, 0);
+        let shift_v = kb.b.ins().splat(F32X4, shift);
+        let sum = row_sum(kb, src, cols, &mut |kb, v| kb.b.ins().fsub(v, shift_v));
         let inv = kb.fconst(inv_cols);
         let mean = kb.b.ins().fmul(sum, inv);
+        let mean = kb.b.ins().fadd(mean, shift);
         let mean_v = kb.b.ins().splat(F32X4, mean);
         let sq = row_sum(kb, src, cols, &mut |kb, v| {
             let d = kb.b.ins().fsub(v, mean_v);
