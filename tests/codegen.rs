@@ -113,3 +113,10 @@ fn unsupported_op_names_interpreter() {
     assert!(err.contains("--engine interpreter"), "{err}");
     assert!(!err.contains("Relu"), "follow-on nodes should not be listed: {err}");
 }
+
+#[test]
+fn mnist_vit_program_snapshot() {
+    let graph = canonical(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mnist-vit/mnist_vit.onnx"));
+    let program = Program::lower(&graph).unwrap();
+    insta::assert_snapshot!(vitc::lower::print_program(&program));
+}
