@@ -303,6 +303,11 @@ impl Graph {
         for (node, slot) in self.users(old) {
             self.set_input(node, slot, Some(new));
         }
+        if self.outputs.contains(&old) && !self.inputs.contains(&new) {
+            // The graph output keeps its ONNX name, which headers and reports show.
+            let name = self.value(old).name.clone();
+            self.value_mut(new).name = name;
+        }
         for output in &mut self.outputs {
             if *output == old {
                 *output = new;
