@@ -98,7 +98,7 @@ fn parse_input_shape(spec: &str) -> Result<(String, Vec<usize>)> {
 
 pub fn init_logging(verbose: u8) {
     // Cranelift logs every function it compiles at info level; keep it at
-    // warn unless RUST_LOG asks for more.
+    // warn unless RUST_LOG sets another level.
     let default = match verbose {
         0 => "warn",
         1 => "warn,vitc=info",

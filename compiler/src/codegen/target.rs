@@ -22,9 +22,9 @@ pub fn isa_for(triple: Option<&str>, pic: bool) -> Result<OwnedTargetIsa> {
         flags.set(name, value).map_err(|e| Error::Internal(format!("cranelift setting {name}={value}: {e}")))
     };
     // Kernels are emitted already scheduled and strength-reduced. At
-    // "speed", the e-graph pass re-elaborates pure instructions at their
-    // first use, which moved all FMAs of the unrolled GEMM loop after its
-    // loads and spilled registers; "none" keeps the emitted order.
+    // "speed", the e-graph pass places pure instructions at their first
+    // use, which moved all FMAs of the unrolled GEMM loop after its loads
+    // and spilled registers. "none" keeps the emitted order.
     set(&mut flags, "opt_level", "none")?;
     set(&mut flags, "is_pic", if pic { "true" } else { "false" })?;
     set(&mut flags, "use_colocated_libcalls", "false")?;

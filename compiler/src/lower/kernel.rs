@@ -55,7 +55,7 @@ pub enum Kernel {
     Gemm { m: usize, n: usize, k: usize, bias: bool, activation: Activation, residual: bool },
     /// Multi-head self-attention core on `[batch, tokens, heads * head_dim]`
     /// operands, one task per (batch, head). Operands: `out, q, k, v,
-    /// scratch`, where scratch holds [`attention_scratch`] floats per task.
+    /// scratch`, where scratch has [`attention_scratch`] floats per task.
     Attention { batch: usize, tokens: usize, heads: usize, head_dim: usize, scale: f32 },
     /// Layer normalization of `rows` rows of `cols` elements. Operands:
     /// `out, x, scale[cols], bias[cols]?`.

@@ -23,7 +23,7 @@ pub use kernel::{Kernel, UnaryFn};
 use crate::error::Result;
 use crate::ir::Graph;
 
-/// Where a kernel operand lives at run time.
+/// Location of a kernel operand at run time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Buf {
     /// The caller's input tensor `i`.
@@ -116,8 +116,8 @@ pub fn kernel_strides(shape: &[usize]) -> Vec<usize> {
     select::contiguous_strides(shape)
 }
 
-/// A text listing of the program, one kernel call per line (for snapshots
-/// and `vitc build --emit program`).
+/// Prints the program, one kernel call per line (the `NAME.program.txt`
+/// that `vitc build` writes, and snapshots).
 pub fn print_program(program: &Program) -> String {
     let mut out = String::new();
     for (i, info) in program.inputs.iter().enumerate() {

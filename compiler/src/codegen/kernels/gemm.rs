@@ -64,7 +64,7 @@ pub fn emit_block(kb: &mut Kb, call: &GemmCall, row_start: Value, row_end: Value
 /// the register moves Cranelift inserts for the carried accumulators.
 const K_UNROLL: usize = 4;
 
-/// One `rows x 8` tile at (`row`, `panel`).
+/// Emits one `rows x 8` tile at (`row`, `panel`).
 fn tile(kb: &mut Kb, call: &GemmCall, row: Value, panel: Value, rows: usize) {
     let panel_bytes = (call.k * GEMM_NR * 4) as i64;
     let b_panel = kb.offset(call.b, panel, panel_bytes);
@@ -235,7 +235,7 @@ pub fn task_count(m: usize, n: usize) -> u32 {
     (m.div_ceil(ROW_BLOCK) * panels.div_ceil(PANEL_GROUP)) as u32
 }
 
-/// The whole-operator GEMM kernel: operands `C, A, B, bias?, residual?`.
+/// Emits the whole-operator GEMM kernel: operands `C, A, B, bias?, residual?`.
 pub fn emit_kernel(kb: &mut Kb, m: usize, n: usize, k: usize, bias: bool, activation: Activation, residual: bool) {
     let c = kb.arg(0);
     let a = kb.arg(1);

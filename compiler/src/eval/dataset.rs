@@ -1,0 +1,696 @@
+//! Labeled datasets for `vitc eval`: where samples and labels come from and
+//! how each sample becomes one model input.
+//!
+//! Three layouts are read:
+//!
+//! - a `.npy` array of samples, with the labels in a second `.npy` file;
+//! - an `.npz` archive with an `images` array and a `labels` array;
+//! - a folder with one subfolder per class holding PNG or JPEG files. The
+//!   sorted subfolder names give the class indices 0, 1, 2, ...
+//!
+//! A sample array is either preprocessed already (f32 or f64, shaped like
+//! one model input) and passed through unchanged, or u8 pixels that
+//! [`Preprocess`] turns into model inputs. u8 arrays must already have the
+//! input's height and width. Image files are resized to it on load.
+//!
+//! Arrays are read into memory whole. Image files are decoded batch by batch
+//! as the evaluation reads them, so a folder dataset never holds more than
+//! one batch of decoded images.
+
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use ndarray::{ArrayD, IxDyn, OwnedRepr};
+use ndarray_npy::{NpzReader, ReadNpyError, ReadNpzError};
+
+use crate::data::{Normalize, load_image, read_npy};
+use crate::tensor::{ShapeDisplay, Tensor};
+
+/// A dataset that cannot be read or does not fit the model.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("{what} {} not found", path.display())]
+    NotFound { what: &'static str, path: PathBuf },
+
+    #[error("cannot read {}: {message}", path.display())]
+    Read { path: PathBuf, message: String },
+
+    #[error("{} is not a dataset vitc eval reads: pass a .npy file, an .npz file or a folder with one subfolder per class", path.display())]
+    Format { path: PathBuf },
+
+    #[error("dataset {} is empty: {reason}", path.display())]
+    Empty { path: PathBuf, reason: String },
+
+    #[error("{} holds samples without labels; pass their labels with --labels FILE.npy", path.display())]
+    MissingLabels { path: PathBuf },
+
+    #[error("--labels applies only to a .npy dataset; {} carries its own labels", path.display())]
+    UnexpectedLabels { path: PathBuf },
+
+    #[error("{} has {labels} labels but {} has {samples} samples; pass exactly one label per sample", labels_path.display(), data_path.display())]
+    LabelCount { labels_path: PathBuf, labels: usize, data_path: PathBuf, samples: usize },
+
+    #[error("{}: {count} label(s) are outside [0, {classes}), the classes of a model with {classes} outputs; the first is {label}, of sample {index}", path.display())]
+    LabelOutOfRange { path: PathBuf, count: usize, index: usize, label: i64, classes: usize },
+
+    #[error("{} has {folders} class subfolders but the model outputs only {classes} classes", path.display())]
+    TooManyClasses { path: PathBuf, folders: usize, classes: usize },
+
+    #[error("{location}: expected {expected}, got shape {}", ShapeDisplay(found))]
+    Shape { location: String, expected: String, found: Vec<usize> },
+
+    #[error("{location}: element type {dtype} is not supported; expected {expected}")]
+    DType { location: String, dtype: String, expected: &'static str },
+
+    #[error("{} has no array named '{name}'; its arrays are: {available}", path.display())]
+    MissingArray { path: PathBuf, name: &'static str, available: String },
+
+    #[error("the model input has shape {}, but images feed only an input of shape [N, C, H, W] with C = 1 (grayscale) or 3 (RGB); pass preprocessed f32 samples in a .npy file instead", ShapeDisplay(shape))]
+    NotImageInput { shape: Vec<usize> },
+
+    #[error("invalid normalization: {0}")]
+    InvalidNormalize(String),
+
+    /// A `.npy` file or an image that `crate::data` failed to read; the
+    /// message names the file.
+    #[error(transparent)]
+    Data(#[from] crate::Error),
+}
+
+type Result<T, E = DatasetError> = std::result::Result<T, E>;
+
+/// Element types accepted for samples, as listed in error messages.
+const SAMPLE_DTYPES: &str = "u8 images, or f32 or f64 samples that are already preprocessed";
+/// Element types accepted for labels, as listed in error messages.
+const LABEL_DTYPES: &str = "integer labels (i64, i32, i8 or u8)";
+
+/// Per-channel mean and standard deviation requested by the user. A value
+/// left at `None` takes the default for the input's channel count.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NormalizeOptions {
+    pub mean: Option<Vec<f32>>,
+    pub std: Option<Vec<f32>>,
+}
+
+/// How an image becomes one model input of shape `[channels, height, width]`:
+/// resized (image files only), converted between grayscale and RGB, scaled
+/// to [0, 1] and normalized per channel with `(x - mean) / std`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preprocess {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub normalize: Normalize,
+}
+
+impl Preprocess {
+    /// Builds the preprocessing for a model sample of shape `[C, H, W]`.
+    ///
+    /// Without an override, 3-channel inputs are normalized with the
+    /// ImageNet statistics and 1-channel inputs are left in [0, 1].
+    pub fn for_sample(sample_shape: &[usize], options: &NormalizeOptions) -> Result<Preprocess> {
+        let &[channels, height, width] = sample_shape else {
+            return Err(DatasetError::NotImageInput { shape: sample_shape.to_vec() });
+        };
+        if channels != 1 && channels != 3 {
+            return Err(DatasetError::NotImageInput { shape: sample_shape.to_vec() });
+        }
+
+        let default = if channels == 3 { Normalize::imagenet() } else { Normalize::identity(channels) };
+        let normalize = Normalize {
+            mean: options.mean.clone().unwrap_or(default.mean),
+            std: options.std.clone().unwrap_or(default.std),
+        };
+        if normalize.mean.len() != channels || normalize.std.len() != channels {
+            return Err(DatasetError::InvalidNormalize(format!(
+                "--mean and --std need {channels} value(s), one per input channel; got {} and {}",
+                normalize.mean.len(),
+                normalize.std.len()
+            )));
+        }
+        if normalize.mean.iter().any(|m| !m.is_finite()) {
+            return Err(DatasetError::InvalidNormalize(format!("--mean values must be finite, got {:?}", normalize.mean)));
+        }
+        if normalize.std.iter().any(|&s| s == 0.0 || !s.is_finite()) {
+            return Err(DatasetError::InvalidNormalize(format!(
+                "--std values must be finite and nonzero, got {:?}",
+                normalize.std
+            )));
+        }
+        Ok(Preprocess { channels, height, width, normalize })
+    }
+
+    /// Number of f32 values in one preprocessed sample.
+    pub fn sample_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// Converts one image of `height x width` u8 pixels with `channels_in`
+    /// interleaved channels (1 or 3) into a planar `[C, H, W]` sample.
+    ///
+    /// Grayscale becomes RGB by repeating the value; RGB becomes grayscale
+    /// with the integer Rec. 709 luma that `image` 0.25's `to_luma8` uses,
+    /// so arrays and image files give the same inputs.
+    pub fn convert_pixels(&self, pixels: &[u8], channels_in: usize, out: &mut [f32]) {
+        let plane = self.height * self.width;
+        debug_assert_eq!(pixels.len(), plane * channels_in);
+        debug_assert_eq!(out.len(), plane * self.channels);
+        for (position, pixel) in pixels.chunks_exact(channels_in).enumerate() {
+            let rgb = match channels_in {
+                1 => [pixel[0]; 3],
+                _ => [pixel[0], pixel[1], pixel[2]],
+            };
+            let gray = match channels_in {
+                1 => pixel[0],
+                _ => luma(rgb),
+            };
+            for c in 0..self.channels {
+                let value = if self.channels == 1 { gray } else { rgb[c] };
+                let scaled = value as f32 / 255.0;
+                out[c * plane + position] = (scaled - self.normalize.mean[c]) / self.normalize.std[c];
+            }
+        }
+    }
+}
+
+/// Rec. 709 luma of an sRGB pixel, computed as `image` 0.25 does:
+/// `(2126 R + 7152 G + 722 B) / 10000`, truncated.
+fn luma([r, g, b]: [u8; 3]) -> u8 {
+    ((2126 * r as u32 + 7152 * g as u32 + 722 * b as u32) / 10000) as u8
+}
+
+/// Where the samples of a dataset live.
+enum Samples {
+    /// Preprocessed samples, one after another.
+    Preprocessed(Vec<f32>),
+    /// u8 images with interleaved channels, one after another.
+    Pixels { data: Vec<u8>, channels: usize, preprocess: Preprocess },
+    /// Image files, decoded when their batch is loaded.
+    Files { paths: Vec<PathBuf>, preprocess: Preprocess },
+}
+
+/// A labeled dataset whose samples fit one model input each.
+pub struct Dataset {
+    path: PathBuf,
+    /// Where the labels came from, for error messages.
+    labels_path: PathBuf,
+    samples: Samples,
+    labels: Vec<i64>,
+    /// Class subfolder names of a folder dataset, by class index.
+    class_names: Option<Vec<String>>,
+    sample_len: usize,
+    /// Files in class subfolders that are not PNG or JPEG images.
+    ignored_files: usize,
+}
+
+impl Dataset {
+    /// Opens the dataset at `path` for a model whose input sample (the input
+    /// shape without its batch dimension) is `sample_shape`.
+    ///
+    /// `labels` is required for a `.npy` dataset and rejected for the
+    /// others. `normalize` applies to u8 arrays and image files only.
+    pub fn open(path: &Path, labels: Option<&Path>, sample_shape: &[usize], normalize: &NormalizeOptions) -> Result<Dataset> {
+        if !path.exists() {
+            return Err(DatasetError::NotFound { what: "dataset", path: path.to_path_buf() });
+        }
+        if path.is_dir() {
+            if labels.is_some() {
+                return Err(DatasetError::UnexpectedLabels { path: path.to_path_buf() });
+            }
+            return open_folder(path, sample_shape, normalize);
+        }
+
+        let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        match extension.as_str() {
+            "npy" => {
+                let labels = labels.ok_or_else(|| DatasetError::MissingLabels { path: path.to_path_buf() })?;
+                open_npy(path, labels, sample_shape, normalize)
+            }
+            "npz" => {
+                if labels.is_some() {
+                    return Err(DatasetError::UnexpectedLabels { path: path.to_path_buf() });
+                }
+                open_npz(path, sample_shape, normalize)
+            }
+            _ => Err(DatasetError::Format { path: path.to_path_buf() }),
+        }
+    }
+
+    /// The dataset file or folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Number of f32 values in one sample.
+    pub fn sample_len(&self) -> usize {
+        self.sample_len
+    }
+
+    /// Whether samples go to the model unchanged, so that `--mean` and
+    /// `--std` do not apply.
+    pub fn is_preprocessed(&self) -> bool {
+        matches!(self.samples, Samples::Preprocessed(_))
+    }
+
+    /// Class subfolder names of a folder dataset, by class index.
+    pub fn class_names(&self) -> Option<&[String]> {
+        self.class_names.as_deref()
+    }
+
+    /// Number of files in class subfolders that were skipped because they
+    /// are not PNG or JPEG images.
+    pub fn ignored_files(&self) -> usize {
+        self.ignored_files
+    }
+
+    /// Keeps only the first `limit` samples.
+    pub fn truncate(&mut self, limit: usize) {
+        if limit >= self.len() {
+            return;
+        }
+        self.labels.truncate(limit);
+        match &mut self.samples {
+            Samples::Preprocessed(data) => data.truncate(limit * self.sample_len),
+            Samples::Pixels { data, channels, preprocess } => {
+                data.truncate(limit * preprocess.height * preprocess.width * *channels)
+            }
+            Samples::Files { paths, .. } => paths.truncate(limit),
+        }
+    }
+
+    /// Returns the labels as class indices of a model with `classes`
+    /// outputs, or an error if any label is outside `[0, classes)`.
+    pub fn class_indices(&self, classes: usize) -> Result<Vec<usize>> {
+        if let Some(names) = &self.class_names
+            && names.len() > classes
+        {
+            return Err(DatasetError::TooManyClasses { path: self.path.clone(), folders: names.len(), classes });
+        }
+
+        let out_of_range = |label: i64| label < 0 || label as u64 >= classes as u64;
+        let count = self.labels.iter().filter(|&&label| out_of_range(label)).count();
+        if let Some((index, &label)) = self.labels.iter().enumerate().find(|(_, label)| out_of_range(**label)) {
+            return Err(DatasetError::LabelOutOfRange { path: self.labels_path.clone(), count, index, label, classes });
+        }
+        Ok(self.labels.iter().map(|&label| label as usize).collect())
+    }
+
+    /// Writes the preprocessed samples `range` one after another into `out`,
+    /// which holds exactly `range.len() * sample_len()` values.
+    pub fn load_batch(&self, range: Range<usize>, out: &mut [f32]) -> Result<()> {
+        assert_eq!(out.len(), range.len() * self.sample_len, "load_batch: output length does not match the range");
+        let len = self.sample_len;
+        match &self.samples {
+            Samples::Preprocessed(data) => {
+                out.copy_from_slice(&data[range.start * len..range.end * len]);
+            }
+            Samples::Pixels { data, channels, preprocess } => {
+                let pixels_len = preprocess.height * preprocess.width * channels;
+                for (sample, target) in range.zip(out.chunks_exact_mut(len)) {
+                    let pixels = &data[sample * pixels_len..(sample + 1) * pixels_len];
+                    preprocess.convert_pixels(pixels, *channels, target);
+                }
+            }
+            Samples::Files { paths, preprocess } => {
+                let Preprocess { channels, height, width, normalize } = preprocess;
+                for (sample, target) in range.zip(out.chunks_exact_mut(len)) {
+                    let image = load_image(&paths[sample], *channels, *height, *width, normalize)?;
+                    let image = image.as_f32().expect("load_image returns an f32 tensor");
+                    for (to, from) in target.iter_mut().zip(image.iter()) {
+                        *to = *from;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Opens a `.npy` of samples with its labels in another `.npy`.
+fn open_npy(path: &Path, labels_path: &Path, sample_shape: &[usize], normalize: &NormalizeOptions) -> Result<Dataset> {
+    if !labels_path.exists() {
+        return Err(DatasetError::NotFound { what: "labels file", path: labels_path.to_path_buf() });
+    }
+    let location = path.display().to_string();
+    let samples = read_npy(path)?;
+    let labels = read_npy(labels_path)?;
+    let labels = labels_from_tensor(labels, &labels_path.display().to_string())?;
+    from_arrays(path, labels_path, &location, samples, labels, sample_shape, normalize)
+}
+
+/// Opens an `.npz` with an `images` and a `labels` array.
+fn open_npz(path: &Path, sample_shape: &[usize], normalize: &NormalizeOptions) -> Result<Dataset> {
+    let read_error = |message: String| DatasetError::Read { path: path.to_path_buf(), message };
+    let file = File::open(path).map_err(|e| read_error(e.to_string()))?;
+    let mut reader = NpzReader::new(file).map_err(|e| read_error(format!("not a valid .npz archive: {e}")))?;
+    let names = reader.names().map_err(|e| read_error(e.to_string()))?;
+    for name in ["images", "labels"] {
+        if !names.iter().any(|n| n == name) {
+            let available = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+            return Err(DatasetError::MissingArray { path: path.to_path_buf(), name, available });
+        }
+    }
+
+    let images_location = format!("{}, array 'images'", path.display());
+    let labels_location = format!("{}, array 'labels'", path.display());
+    let images = read_npz_array(&mut reader, path, "images", &images_location)?;
+    let labels = read_npz_array(&mut reader, path, "labels", &labels_location)?;
+    let labels = labels_from_tensor(labels, &labels_location)?;
+    from_arrays(path, path, &images_location, images, labels, sample_shape, normalize)
+}
+
+/// Reads one array of an `.npz`, whatever its element type.
+fn read_npz_array(reader: &mut NpzReader<File>, path: &Path, name: &str, location: &str) -> Result<Tensor> {
+    // Try the element types in turn, as `crate::data::read_npy` does:
+    // ndarray-npy rejects a mismatched dtype before reading the data.
+    macro_rules! try_type {
+        ($t:ty, $variant:ident) => {
+            match reader.by_name::<OwnedRepr<$t>, IxDyn>(name) {
+                Ok(array) => return Ok(Tensor::$variant(array)),
+                Err(ReadNpzError::Npy(ReadNpyError::WrongDescriptor(_))) => {}
+                Err(e) => {
+                    return Err(DatasetError::Read { path: path.to_path_buf(), message: format!("array '{name}': {e}") });
+                }
+            }
+        };
+    }
+    try_type!(f32, F32);
+    try_type!(f64, F64);
+    try_type!(u8, U8);
+    try_type!(i64, I64);
+    try_type!(i32, I32);
+    try_type!(i8, I8);
+    try_type!(bool, Bool);
+    Err(DatasetError::DType {
+        location: location.to_string(),
+        dtype: "not one of f32, f64, u8, i64, i32, i8, bool".to_string(),
+        expected: SAMPLE_DTYPES,
+    })
+}
+
+/// Turns a labels array of shape `[N]` or `[N, 1]` into integers.
+fn labels_from_tensor(labels: Tensor, location: &str) -> Result<Vec<i64>> {
+    let shape = labels.shape().to_vec();
+    if !(shape.len() == 1 || (shape.len() == 2 && shape[1] == 1)) {
+        return Err(DatasetError::Shape {
+            location: location.to_string(),
+            expected: "one label per sample, shape [N] or [N, 1]".to_string(),
+            found: shape,
+        });
+    }
+    match labels {
+        Tensor::I64(_) | Tensor::I32(_) | Tensor::I8(_) | Tensor::U8(_) => Ok(labels.to_i64_vec()),
+        other => Err(DatasetError::DType {
+            location: location.to_string(),
+            dtype: other.dtype().to_string(),
+            expected: LABEL_DTYPES,
+        }),
+    }
+}
+
+/// Builds a dataset from a samples array and its labels.
+fn from_arrays(
+    path: &Path,
+    labels_path: &Path,
+    location: &str,
+    samples: Tensor,
+    labels: Vec<i64>,
+    sample_shape: &[usize],
+    normalize: &NormalizeOptions,
+) -> Result<Dataset> {
+    let count = samples.shape().first().copied().unwrap_or(0);
+    if samples.shape().is_empty() {
+        return Err(DatasetError::Shape {
+            location: location.to_string(),
+            expected: "an array of samples, [N, ...]".to_string(),
+            found: Vec::new(),
+        });
+    }
+    if count == 0 {
+        return Err(DatasetError::Empty { path: path.to_path_buf(), reason: format!("{location} has no samples") });
+    }
+    if labels.len() != count {
+        return Err(DatasetError::LabelCount {
+            labels_path: labels_path.to_path_buf(),
+            labels: labels.len(),
+            data_path: path.to_path_buf(),
+            samples: count,
+        });
+    }
+
+    let (samples, sample_len) = match samples {
+        Tensor::F32(array) => preprocessed_samples(array, location, sample_shape)?,
+        Tensor::F64(array) => preprocessed_samples(array.mapv(|v| v as f32), location, sample_shape)?,
+        Tensor::U8(array) => pixel_samples(array, location, sample_shape, normalize)?,
+        other => {
+            return Err(DatasetError::DType {
+                location: location.to_string(),
+                dtype: other.dtype().to_string(),
+                expected: SAMPLE_DTYPES,
+            });
+        }
+    };
+    Ok(Dataset {
+        path: path.to_path_buf(),
+        labels_path: labels_path.to_path_buf(),
+        samples,
+        labels,
+        class_names: None,
+        sample_len,
+        ignored_files: 0,
+    })
+}
+
+/// Checks that preprocessed samples have the model's sample shape. For a
+/// 1-channel `[1, H, W]` input, `[N, H, W]` is accepted too.
+fn preprocessed_samples(array: ArrayD<f32>, location: &str, sample_shape: &[usize]) -> Result<(Samples, usize)> {
+    let found = &array.shape()[1..];
+    let without_channel = sample_shape.len() == 3 && sample_shape[0] == 1 && found == &sample_shape[1..];
+    if found != sample_shape && !without_channel {
+        return Err(DatasetError::Shape {
+            location: location.to_string(),
+            expected: format!(
+                "preprocessed samples shaped like the model input, [N, {}]",
+                sample_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            found: array.shape().to_vec(),
+        });
+    }
+    let sample_len = sample_shape.iter().product();
+    Ok((Samples::Preprocessed(array.iter().copied().collect()), sample_len))
+}
+
+/// Checks that u8 images `[N, H, W]` or `[N, H, W, C]` have the model
+/// input's height and width and 1 or 3 channels.
+fn pixel_samples(
+    array: ArrayD<u8>,
+    location: &str,
+    sample_shape: &[usize],
+    normalize: &NormalizeOptions,
+) -> Result<(Samples, usize)> {
+    let preprocess = Preprocess::for_sample(sample_shape, normalize)?;
+    let (height, width) = (preprocess.height, preprocess.width);
+    let shape_error = |expected: String| DatasetError::Shape {
+        location: location.to_string(),
+        expected,
+        found: array.shape().to_vec(),
+    };
+
+    let channels = match array.shape() {
+        [_, _, _] => 1,
+        [_, _, _, channels] => *channels,
+        _ => {
+            return Err(shape_error(format!(
+                "u8 images [N, H, W] or [N, H, W, C]; the model takes {height}x{width} pixels"
+            )));
+        }
+    };
+    let (found_height, found_width) = (array.shape()[1], array.shape()[2]);
+    if (found_height, found_width) != (height, width) {
+        return Err(shape_error(format!(
+            "u8 images of {height}x{width} pixels, the model input's size (only image files are resized)"
+        )));
+    }
+    if channels != 1 && channels != 3 {
+        return Err(shape_error(format!("u8 images with 1 (grayscale) or 3 (RGB) channels, got {channels} channels")));
+    }
+
+    let sample_len = preprocess.sample_len();
+    let data = array.iter().copied().collect();
+    Ok((Samples::Pixels { data, channels, preprocess }, sample_len))
+}
+
+/// Opens a folder with one subfolder of PNG or JPEG images per class.
+fn open_folder(root: &Path, sample_shape: &[usize], normalize: &NormalizeOptions) -> Result<Dataset> {
+    let preprocess = Preprocess::for_sample(sample_shape, normalize)?;
+
+    let mut class_dirs: Vec<(String, PathBuf)> = Vec::new();
+    for entry in read_dir_sorted(root)? {
+        let name = entry.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        if entry.is_dir() && !name.starts_with('.') {
+            class_dirs.push((name, entry));
+        }
+    }
+    if class_dirs.is_empty() {
+        return Err(DatasetError::Empty {
+            path: root.to_path_buf(),
+            reason: "it has no class subfolders; put the images of each class in their own subfolder".to_string(),
+        });
+    }
+
+    let mut paths = Vec::new();
+    let mut labels = Vec::new();
+    let mut ignored_files = 0;
+    for (class, (_, dir)) in class_dirs.iter().enumerate() {
+        for file in read_dir_sorted(dir)? {
+            if !file.is_file() {
+                continue;
+            }
+            if is_image_file(&file) {
+                paths.push(file);
+                labels.push(class as i64);
+            } else {
+                ignored_files += 1;
+            }
+        }
+    }
+    if paths.is_empty() {
+        return Err(DatasetError::Empty {
+            path: root.to_path_buf(),
+            reason: format!("its {} class subfolder(s) contain no PNG or JPEG files", class_dirs.len()),
+        });
+    }
+
+    let sample_len = preprocess.sample_len();
+    Ok(Dataset {
+        path: root.to_path_buf(),
+        labels_path: root.to_path_buf(),
+        samples: Samples::Files { paths, preprocess },
+        labels,
+        class_names: Some(class_dirs.into_iter().map(|(name, _)| name).collect()),
+        sample_len,
+        ignored_files,
+    })
+}
+
+/// Lists a folder's entries, sorted by file name.
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
+    let read_error = |e: std::io::Error| DatasetError::Read { path: dir.to_path_buf(), message: e.to_string() };
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_error)? {
+        entries.push(entry.map_err(read_error)?.path());
+    }
+    entries.sort();
+    Ok(entries)
+}
+
+fn is_image_file(path: &Path) -> bool {
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    matches!(extension.as_str(), "png" | "jpg" | "jpeg")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gray_preprocess() -> Preprocess {
+        Preprocess::for_sample(&[1, 2, 2], &NormalizeOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn preprocess_defaults_by_channels() {
+        assert_eq!(gray_preprocess().normalize, Normalize::identity(1));
+        let rgb = Preprocess::for_sample(&[3, 4, 4], &NormalizeOptions::default()).unwrap();
+        assert_eq!(rgb.normalize, Normalize::imagenet());
+    }
+
+    #[test]
+    fn preprocess_rejects_bad_normalization() {
+        let wrong_count = NormalizeOptions { mean: Some(vec![0.5, 0.5]), std: None };
+        assert!(matches!(Preprocess::for_sample(&[1, 2, 2], &wrong_count), Err(DatasetError::InvalidNormalize(_))));
+        let zero_std = NormalizeOptions { mean: None, std: Some(vec![0.0]) };
+        assert!(matches!(Preprocess::for_sample(&[1, 2, 2], &zero_std), Err(DatasetError::InvalidNormalize(_))));
+        assert!(matches!(
+            Preprocess::for_sample(&[4, 2, 2], &NormalizeOptions::default()),
+            Err(DatasetError::NotImageInput { .. })
+        ));
+    }
+
+    #[test]
+    fn gray_pixels_scale_and_normalize() {
+        let mut preprocess = gray_preprocess();
+        preprocess.normalize = Normalize { mean: vec![0.5], std: vec![0.5] };
+        let mut out = [0.0; 4];
+        preprocess.convert_pixels(&[0, 255, 51, 102], 1, &mut out);
+        let expected = [-1.0, 1.0, -0.6, -0.2];
+        for (value, want) in out.iter().zip(expected) {
+            assert!((value - want).abs() < 1e-6, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn rgb_pixels_become_gray_with_luma() {
+        let preprocess = Preprocess::for_sample(&[1, 1, 2], &NormalizeOptions::default()).unwrap();
+        let mut out = [0.0; 2];
+        preprocess.convert_pixels(&[255, 0, 0, 10, 20, 30], 3, &mut out);
+        // 2126 * 255 / 10000 = 54.2 and (21260 + 143040 + 21660) / 10000 = 18.6, truncated.
+        assert_eq!(out, [54.0 / 255.0, 18.0 / 255.0]);
+    }
+
+    #[test]
+    fn gray_pixels_repeat_into_rgb_planes() {
+        let options = NormalizeOptions { mean: Some(vec![0.0; 3]), std: Some(vec![1.0; 3]) };
+        let preprocess = Preprocess::for_sample(&[3, 1, 2], &options).unwrap();
+        let mut out = [0.0; 6];
+        preprocess.convert_pixels(&[0, 255], 1, &mut out);
+        assert_eq!(out, [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]);
+    }
+
+    fn dataset_with_labels(labels: Vec<i64>) -> Dataset {
+        Dataset {
+            path: PathBuf::from("data.npy"),
+            labels_path: PathBuf::from("labels.npy"),
+            samples: Samples::Preprocessed(vec![0.0; labels.len()]),
+            labels,
+            class_names: None,
+            sample_len: 1,
+            ignored_files: 0,
+        }
+    }
+
+    #[test]
+    fn labels_in_range_become_indices() {
+        let dataset = dataset_with_labels(vec![0, 3, 1, 2]);
+        assert_eq!(dataset.class_indices(4).unwrap(), vec![0, 3, 1, 2]);
+    }
+
+    #[test]
+    fn labels_out_of_range_are_reported() {
+        let dataset = dataset_with_labels(vec![0, 3, -1, 4, 2]);
+        let error = dataset.class_indices(4).unwrap_err();
+        let DatasetError::LabelOutOfRange { count, index, label, classes, .. } = error else {
+            panic!("expected LabelOutOfRange, got {error}");
+        };
+        assert_eq!((count, index, label, classes), (2, 2, -1, 4));
+    }
+
+    #[test]
+    fn truncate_keeps_first_samples() {
+        let mut dataset = dataset_with_labels(vec![5, 6, 7]);
+        dataset.truncate(2);
+        assert_eq!(dataset.len(), 2);
+        let mut out = [1.0; 2];
+        dataset.load_batch(0..2, &mut out).unwrap();
+        assert_eq!(out, [0.0, 0.0]);
+    }
+}
