@@ -10,6 +10,7 @@ pub mod build;
 pub mod codegen;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod interp;
 pub mod lower;
 pub mod ir;

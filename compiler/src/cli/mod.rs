@@ -2,6 +2,7 @@
 
 mod bench;
 mod build;
+mod eval;
 mod inspect;
 mod run;
 
@@ -36,6 +37,8 @@ pub enum Command {
     Build(build::BuildArgs),
     /// Measure a model's latency with generated code or the interpreter.
     Bench(bench::BenchArgs),
+    /// Measure a classifier's accuracy on a labeled dataset.
+    Eval(eval::EvalArgs),
 }
 
 /// Options shared by every command that imports a model.
@@ -115,6 +118,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => run::run(args),
         Command::Build(args) => build::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Eval(args) => eval::run(args),
     }
 }
 

@@ -14,8 +14,8 @@
 //! input's height and width. Image files are resized to it on load.
 //!
 //! Arrays are read into memory whole. Image files are decoded batch by batch
-//! as the evaluation reads them, so a folder dataset never holds more than
-//! one batch of decoded images.
+//! as the evaluation reads them, so a folder dataset keeps at most one batch
+//! of decoded images in memory.
 
 use std::fs::File;
 use std::ops::Range;
@@ -72,7 +72,7 @@ pub enum DatasetError {
     #[error("invalid normalization: {0}")]
     InvalidNormalize(String),
 
-    /// A `.npy` file or an image that `crate::data` failed to read; the
+    /// A `.npy` file or an image that `crate::data` failed to read. The
     /// message names the file.
     #[error(transparent)]
     Data(#[from] crate::Error),
@@ -93,9 +93,10 @@ pub struct NormalizeOptions {
     pub std: Option<Vec<f32>>,
 }
 
-/// How an image becomes one model input of shape `[channels, height, width]`:
-/// resized (image files only), converted between grayscale and RGB, scaled
-/// to [0, 1] and normalized per channel with `(x - mean) / std`.
+/// Preprocessing that turns an image into one model input of shape
+/// `[channels, height, width]`: resizing (image files only), conversion
+/// between grayscale and RGB, scaling to [0, 1] and per-channel
+/// normalization with `(x - mean) / std`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Preprocess {
     pub channels: usize,
@@ -149,7 +150,7 @@ impl Preprocess {
     /// Converts one image of `height x width` u8 pixels with `channels_in`
     /// interleaved channels (1 or 3) into a planar `[C, H, W]` sample.
     ///
-    /// Grayscale becomes RGB by repeating the value; RGB becomes grayscale
+    /// Grayscale becomes RGB by repeating the value. RGB becomes grayscale
     /// with the integer Rec. 709 luma that `image` 0.25's `to_luma8` uses,
     /// so arrays and image files give the same inputs.
     pub fn convert_pixels(&self, pixels: &[u8], channels_in: usize, out: &mut [f32]) {
@@ -180,7 +181,7 @@ fn luma([r, g, b]: [u8; 3]) -> u8 {
     ((2126 * r as u32 + 7152 * g as u32 + 722 * b as u32) / 10000) as u8
 }
 
-/// Where the samples of a dataset live.
+/// Storage of a dataset's samples.
 enum Samples {
     /// Preprocessed samples, one after another.
     Preprocessed(Vec<f32>),
@@ -193,7 +194,7 @@ enum Samples {
 /// A labeled dataset whose samples fit one model input each.
 pub struct Dataset {
     path: PathBuf,
-    /// Where the labels came from, for error messages.
+    /// Source file (or folder) of the labels, for error messages.
     labels_path: PathBuf,
     samples: Samples,
     labels: Vec<i64>,
@@ -237,7 +238,7 @@ impl Dataset {
         }
     }
 
-    /// The dataset file or folder.
+    /// Returns the dataset file or folder.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -256,8 +257,8 @@ impl Dataset {
         self.sample_len
     }
 
-    /// Whether samples go to the model unchanged, so that `--mean` and
-    /// `--std` do not apply.
+    /// Returns true when samples go to the model unchanged, so that
+    /// `--mean` and `--std` do not apply.
     pub fn is_preprocessed(&self) -> bool {
         matches!(self.samples, Samples::Preprocessed(_))
     }
@@ -306,7 +307,7 @@ impl Dataset {
     }
 
     /// Writes the preprocessed samples `range` one after another into `out`,
-    /// which holds exactly `range.len() * sample_len()` values.
+    /// which must have exactly `range.len() * sample_len()` values.
     pub fn load_batch(&self, range: Range<usize>, out: &mut [f32]) -> Result<()> {
         assert_eq!(out.len(), range.len() * self.sample_len, "load_batch: output length does not match the range");
         let len = self.sample_len;
@@ -522,7 +523,7 @@ fn pixel_samples(
         )));
     }
     if channels != 1 && channels != 3 {
-        return Err(shape_error(format!("u8 images with 1 (grayscale) or 3 (RGB) channels, got {channels} channels")));
+        return Err(shape_error("u8 images with 1 (grayscale) or 3 (RGB) channels in the last dimension".to_string()));
     }
 
     let sample_len = preprocess.sample_len();
@@ -692,5 +693,90 @@ mod tests {
         let mut out = [1.0; 2];
         dataset.load_batch(0..2, &mut out).unwrap();
         assert_eq!(out, [0.0, 0.0]);
+    }
+
+    fn write_npz(path: &Path, images: &ArrayD<u8>, labels: &ndarray::Array1<i64>, compressed: bool) {
+        let file = File::create(path).unwrap();
+        let mut writer = if compressed { ndarray_npy::NpzWriter::new_compressed(file) } else { ndarray_npy::NpzWriter::new(file) };
+        writer.add_array("images", images).unwrap();
+        writer.add_array("labels", labels).unwrap();
+        writer.finish().unwrap();
+    }
+
+    #[test]
+    fn npz_reads_plain_and_compressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = ArrayD::from_shape_vec(IxDyn(&[2, 1, 2]), vec![0u8, 255, 51, 102]).unwrap();
+        let labels = ndarray::Array1::from(vec![1i64, 0]);
+        for compressed in [false, true] {
+            let path = dir.path().join(format!("data-{compressed}.npz"));
+            write_npz(&path, &images, &labels, compressed);
+
+            let dataset = Dataset::open(&path, None, &[1, 1, 2], &NormalizeOptions::default()).unwrap();
+            assert_eq!(dataset.len(), 2);
+            assert_eq!(dataset.class_indices(2).unwrap(), vec![1, 0]);
+            let mut out = [0.0; 4];
+            dataset.load_batch(0..2, &mut out).unwrap();
+            assert_eq!(out, [0.0, 1.0, 0.2, 0.4]);
+        }
+    }
+
+    #[test]
+    fn npz_without_labels_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.npz");
+        let mut writer = ndarray_npy::NpzWriter::new(File::create(&path).unwrap());
+        writer.add_array("x", &ndarray::Array3::<u8>::zeros((1, 1, 2))).unwrap();
+        writer.finish().unwrap();
+
+        let error = Dataset::open(&path, None, &[1, 1, 2], &NormalizeOptions::default()).err().unwrap();
+        let DatasetError::MissingArray { name, available, .. } = &error else { panic!("expected MissingArray, got {error}") };
+        assert_eq!((*name, available.as_str()), ("images", "x"));
+    }
+
+    #[test]
+    fn empty_npy_is_rejected() {
+        use ndarray_npy::WriteNpyExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (data, labels) = (dir.path().join("data.npy"), dir.path().join("labels.npy"));
+        ndarray::Array3::<u8>::zeros((0, 1, 2)).write_npy(File::create(&data).unwrap()).unwrap();
+        ndarray::Array1::<i64>::zeros(0).write_npy(File::create(&labels).unwrap()).unwrap();
+
+        let error = Dataset::open(&data, Some(&labels), &[1, 1, 2], &NormalizeOptions::default()).err().unwrap();
+        assert!(matches!(error, DatasetError::Empty { .. }), "{error}");
+    }
+
+    #[test]
+    fn f32_samples_may_omit_single_channel() {
+        use ndarray_npy::WriteNpyExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (data, labels) = (dir.path().join("data.npy"), dir.path().join("labels.npy"));
+        ndarray::Array3::<f32>::from_elem((2, 1, 2), 0.5).write_npy(File::create(&data).unwrap()).unwrap();
+        ndarray::Array1::<u8>::from(vec![0, 1]).write_npy(File::create(&labels).unwrap()).unwrap();
+
+        let dataset = Dataset::open(&data, Some(&labels), &[1, 1, 2], &NormalizeOptions::default()).unwrap();
+        assert!(dataset.is_preprocessed());
+        let mut out = [0.0; 4];
+        dataset.load_batch(0..2, &mut out).unwrap();
+        assert_eq!(out, [0.5; 4]);
+    }
+
+    #[test]
+    fn folder_classes_follow_sorted_names() {
+        let dir = tempfile::tempdir().unwrap();
+        for (class, value) in [("b_dog", 255u8), ("a_cat", 0)] {
+            std::fs::create_dir(dir.path().join(class)).unwrap();
+            let image = image::GrayImage::from_pixel(4, 4, image::Luma([value]));
+            image.save(dir.path().join(class).join("1.png")).unwrap();
+        }
+        std::fs::write(dir.path().join("a_cat/labels.csv"), "not an image").unwrap();
+
+        let dataset = Dataset::open(dir.path(), None, &[1, 2, 2], &NormalizeOptions::default()).unwrap();
+        assert_eq!(dataset.class_names(), Some(&["a_cat".to_string(), "b_dog".to_string()][..]));
+        assert_eq!(dataset.class_indices(2).unwrap(), vec![0, 1]);
+        assert_eq!(dataset.ignored_files(), 1);
+        let mut out = [0.5; 8];
+        dataset.load_batch(0..2, &mut out).unwrap();
+        assert_eq!(out, [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]);
     }
 }

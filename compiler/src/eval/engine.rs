@@ -26,7 +26,7 @@ use crate::tensor::{DType, ShapeDisplay, Tensor};
 /// ONNX `TensorProto.DataType` code of float32.
 const ONNX_FLOAT: i32 = 1;
 
-/// What runs the model.
+/// Executor of a model: generated code or the interpreter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
     /// Generated native code, compiled in memory.
@@ -116,8 +116,8 @@ impl DeclaredInput {
         Ok(DeclaredInput { name: input.name.clone(), dims })
     }
 
-    /// The batch size the model fixes, or `None` when the batch dimension is
-    /// symbolic.
+    /// Returns the batch size that the model fixes, or `None` when the batch
+    /// dimension is symbolic.
     pub fn fixed_batch(&self) -> Option<usize> {
         self.dims.first().copied().flatten()
     }
@@ -179,7 +179,73 @@ fn format_dims(dims: &[Option<usize>]) -> String {
     format!("[{}]", parts.join(", "))
 }
 
-/// A classifier imported for one batch size, ready to run batches.
+/// A classifier imported and canonicalized for one batch size, not yet
+/// compiled.
+pub struct ImportedModel {
+    path: PathBuf,
+    graph: Graph,
+    shape: Vec<usize>,
+    classes: usize,
+    /// Seconds spent importing and canonicalizing.
+    seconds: f64,
+}
+
+impl ImportedModel {
+    /// Imports and canonicalizes `onnx` with input `input_name` bound to
+    /// `shape`, and checks that the first output contains `[batch, classes]`
+    /// f32 logits, where the batch is `shape[0]`.
+    pub fn import(onnx: &OnnxModel, input_name: &str, shape: &[usize]) -> Result<ImportedModel, EvalError> {
+        let start = Instant::now();
+        let path = onnx.path.clone();
+        let import_error = |source: crate::Error| EvalError::Import { path: path.clone(), source };
+
+        let options = ImportOptions {
+            input_shapes: [(input_name.to_string(), shape.to_vec())].into_iter().collect(),
+            ..ImportOptions::default()
+        };
+        let mut graph = import_model(onnx, &options).map_err(import_error)?;
+        crate::ir::verify::verify(&graph, "import").map_err(import_error)?;
+        PassManager::canonicalize().run(&mut graph).map_err(import_error)?;
+
+        let classes = output_classes(&graph, shape[0]).map_err(|message| EvalError::Model { path: path.clone(), message })?;
+        Ok(ImportedModel { path, graph, shape: shape.to_vec(), classes, seconds: start.elapsed().as_secs_f64() })
+    }
+
+    /// Logits per sample: the size of the first output's second dimension.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// Compiles the model when `engine` is the JIT. The interpreter runs
+    /// the canonical graph as it is.
+    pub fn prepare(self, engine: Engine) -> Result<BatchModel, EvalError> {
+        let start = Instant::now();
+        let ImportedModel { path, graph, shape, classes, seconds } = self;
+        let input = graph.inputs()[0];
+        let executor = match engine {
+            Engine::Jit => {
+                let compile_error = |source: crate::Error| EvalError::Compile { path: path.clone(), source };
+                let program = Program::lower(&graph).map_err(compile_error)?;
+                let jit = JitModel::compile(&program, "eval").map_err(compile_error)?;
+                let other_outputs = program.outputs[1..].iter().map(|t| vec![0.0; t.numel()]).collect();
+                Executor::Jit { jit: Box::new(jit), other_outputs }
+            }
+            Engine::Interpreter => Executor::Interpreter { graph: Box::new(graph), input, shape: shape.clone() },
+        };
+        let batch = shape[0];
+        Ok(BatchModel {
+            path,
+            batch,
+            input_len: shape.iter().product(),
+            classes,
+            prepare_seconds: seconds + start.elapsed().as_secs_f64(),
+            executor,
+            logits: vec![0.0; batch * classes],
+        })
+    }
+}
+
+/// A classifier compiled for one batch size, ready to run batches.
 pub struct BatchModel {
     path: PathBuf,
     batch: usize,
@@ -206,47 +272,6 @@ enum Executor {
 }
 
 impl BatchModel {
-    /// Imports and canonicalizes `onnx` with its input bound to `shape`,
-    /// checks that the first output holds `[batch, classes]` logits, and
-    /// compiles it when `engine` is the JIT.
-    pub fn prepare(onnx: &OnnxModel, input_name: &str, shape: &[usize], engine: Engine) -> Result<BatchModel, EvalError> {
-        let start = Instant::now();
-        let path = onnx.path.clone();
-        let import_error = |source: crate::Error| EvalError::Import { path: path.clone(), source };
-
-        let options = ImportOptions {
-            input_shapes: [(input_name.to_string(), shape.to_vec())].into_iter().collect(),
-            ..ImportOptions::default()
-        };
-        let mut graph = import_model(onnx, &options).map_err(import_error)?;
-        crate::ir::verify::verify(&graph, "import").map_err(import_error)?;
-        PassManager::canonicalize().run(&mut graph).map_err(import_error)?;
-
-        let batch = shape[0];
-        let classes = output_classes(&graph, batch).map_err(|message| EvalError::Model { path: path.clone(), message })?;
-        let input = graph.inputs()[0];
-        let executor = match engine {
-            Engine::Jit => {
-                let compile_error = |source: crate::Error| EvalError::Compile { path: path.clone(), source };
-                let program = Program::lower(&graph).map_err(compile_error)?;
-                let jit = JitModel::compile(&program, "eval").map_err(compile_error)?;
-                let other_outputs = program.outputs[1..].iter().map(|t| vec![0.0; t.numel()]).collect();
-                Executor::Jit { jit: Box::new(jit), other_outputs }
-            }
-            Engine::Interpreter => Executor::Interpreter { graph: Box::new(graph), input, shape: shape.to_vec() },
-        };
-
-        Ok(BatchModel {
-            path,
-            batch,
-            input_len: shape.iter().product(),
-            classes,
-            prepare_seconds: start.elapsed().as_secs_f64(),
-            executor,
-            logits: vec![0.0; batch * classes],
-        })
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -266,9 +291,9 @@ impl BatchModel {
         self.prepare_seconds
     }
 
-    /// Runs one batch. `input` holds `batch()` samples one after another,
-    /// and the result holds `batch() * classes()` logits. `pool` is used by
-    /// the JIT only.
+    /// Runs one batch. `input` contains `batch()` samples one after another,
+    /// and the result contains `batch() * classes()` logits. Only the JIT
+    /// uses `pool`.
     pub fn run(&mut self, input: &[f32], pool: Option<&ThreadPool>) -> Result<&[f32], EvalError> {
         assert_eq!(input.len(), self.input_len, "BatchModel::run: input length does not match the batch");
         let run_error = |source: Box<dyn std::error::Error + Send + Sync>| EvalError::Run { path: self.path.clone(), source };

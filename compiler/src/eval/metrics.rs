@@ -76,7 +76,7 @@ impl ClassCounts {
     }
 }
 
-/// How a model's outputs compare with a reference model's outputs on the
+/// Comparison of a model's outputs with a reference model's outputs on the
 /// same samples.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Comparison {
@@ -101,8 +101,8 @@ pub struct Metrics {
     pub samples: usize,
     pub classes: usize,
     pub top1_correct: usize,
-    /// Samples whose label is among the 5 top classes; `None` for models
-    /// with fewer than 10 classes, where top-5 says little.
+    /// Samples whose label is among the 5 top classes. `None` for models
+    /// with fewer than 10 classes, where top-5 is of little use.
     pub top5_correct: Option<usize>,
     /// Counts per class, indexed by class.
     pub per_class: Vec<ClassCounts>,
@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn kl_divergence_hand_computed() {
-        // p = softmax([0, 0]) = [1/2, 1/2]; q = softmax([ln 3, 0]) = [3/4, 1/4].
+        // p = softmax([0, 0]) = [1/2, 1/2] and q = softmax([ln 3, 0]) = [3/4, 1/4].
         // KL(p || q) = 1/2 ln(2/3) + 1/2 ln(2) = 1/2 ln(4/3).
         let kl = kl_divergence(&[0.0, 0.0], &[3.0f32.ln(), 0.0]);
         assert!((kl - 0.5 * (4.0f64 / 3.0).ln()).abs() < 1e-7, "{kl}");
