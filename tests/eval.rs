@@ -357,3 +357,35 @@ fn zero_limit_is_rejected() {
     let error = eval_error(&options);
     assert!(matches!(error, EvalError::InvalidOption(_)), "{error:?}");
 }
+
+#[test]
+fn built_object_agrees_with_interpreter() {
+    // Build the object the way an application would, at batch 16.
+    let dir = tempfile::tempdir().unwrap();
+    let mut build = vitc::build::BuildOptions { name: "mnist_vit".into(), ..Default::default() };
+    build.import.input_shapes.insert("input".into(), vec![16, 1, 28, 28]);
+    let output = vitc::build::build(&mnist_model(), &build).unwrap();
+    vitc::build::write_artifacts(dir.path(), &output).unwrap();
+
+    let mut options = mnist_options();
+    options.engine = Engine::Object;
+    options.object = Some(dir.path().join("mnist_vit.o"));
+    options.limit = Some(2_000);
+    options.reference = Some(mnist_model());
+    options.reference_engine = Some(Engine::Interpreter);
+    let report = run_eval(&options);
+    println!("{report}");
+
+    assert_eq!(report.engine, "object");
+    let comparison = report.reference_comparison.expect("a reference gives a comparison");
+    assert_eq!(comparison.top1_agreeing, 2_000);
+    assert!(comparison.max_abs_error < 1e-3, "max abs error {}", comparison.max_abs_error);
+}
+
+#[test]
+fn object_engine_needs_object() {
+    let mut options = mnist_options();
+    options.engine = Engine::Object;
+    let error = eval_error(&options);
+    assert_mentions(&error, &["--object"]);
+}

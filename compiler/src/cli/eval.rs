@@ -3,10 +3,19 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use vitc::eval::{EvalOptions, ImageSize, NormalizeOptions, evaluate};
 
-use super::bench::Engine;
+/// What runs the evaluated model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Engine {
+    /// Generated native code, compiled in memory.
+    Jit,
+    /// The reference interpreter.
+    Interpreter,
+    /// An object file written by `vitc build` (see --object).
+    Object,
+}
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -31,9 +40,16 @@ pub struct EvalArgs {
     #[arg(long)]
     pub reference: Option<PathBuf>,
 
-    /// Engine of the model: generated code (jit) or the reference interpreter.
+    /// Engine of the model: generated code (jit), the reference
+    /// interpreter, or an object built by `vitc build` (object, with --object).
     #[arg(long, value_enum, default_value_t = Engine::Jit)]
     pub engine: Engine,
+
+    /// The NAME.o that `--engine object` links and runs; the build report
+    /// NAME.report.json beside it gives its shapes. It runs at the batch
+    /// size it was built for.
+    #[arg(long, value_name = "NAME.o")]
+    pub object: Option<PathBuf>,
 
     /// Engine of the --reference model (default: the same as --engine).
     /// `--reference MODEL --reference-engine interpreter` checks the JIT's
@@ -86,6 +102,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         limit: args.limit,
         normalize: NormalizeOptions { mean: args.mean, std: args.std },
         size: args.size,
+        object: args.object,
         progress: true,
     };
     let report = evaluate(&args.model, &options)?;
@@ -103,5 +120,6 @@ fn library_engine(engine: Engine) -> vitc::eval::Engine {
     match engine {
         Engine::Jit => vitc::eval::Engine::Jit,
         Engine::Interpreter => vitc::eval::Engine::Interpreter,
+        Engine::Object => vitc::eval::Engine::Object,
     }
 }

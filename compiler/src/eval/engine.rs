@@ -33,6 +33,8 @@ pub enum Engine {
     Jit,
     /// The reference interpreter.
     Interpreter,
+    /// An object file written by `vitc build`, linked and loaded.
+    Object,
 }
 
 impl fmt::Display for Engine {
@@ -40,6 +42,7 @@ impl fmt::Display for Engine {
         f.write_str(match self {
             Engine::Jit => "jit",
             Engine::Interpreter => "interpreter",
+            Engine::Object => "object",
         })
     }
 }
@@ -219,6 +222,11 @@ impl ImportedModel {
     /// Compiles the model when `engine` is the JIT. The interpreter runs
     /// the canonical graph as it is.
     pub fn prepare(self, engine: Engine) -> Result<BatchModel, EvalError> {
+        self.prepare_with(engine, None)
+    }
+
+    /// Like [`ImportedModel::prepare`]; `Engine::Object` runs `object`.
+    pub fn prepare_with(self, engine: Engine, object: Option<super::object::LoadedObject>) -> Result<BatchModel, EvalError> {
         let start = Instant::now();
         let ImportedModel { path, graph, shape, classes, seconds } = self;
         let input = graph.inputs()[0];
@@ -231,6 +239,11 @@ impl ImportedModel {
                 Executor::Jit { jit: Box::new(jit), other_outputs }
             }
             Engine::Interpreter => Executor::Interpreter { graph: Box::new(graph), input, shape: shape.clone() },
+            Engine::Object => {
+                let loaded = object.ok_or_else(|| EvalError::InvalidOption("--engine object needs --object".into()))?;
+                let other_outputs = loaded.output_shapes[1..].iter().map(|s| vec![0.0; s.iter().product()]).collect();
+                Executor::Object { loaded: Box::new(loaded), other_outputs }
+            }
         };
         let batch = shape[0];
         Ok(BatchModel {
@@ -269,6 +282,10 @@ enum Executor {
         input: ValueId,
         shape: Vec<usize>,
     },
+    Object {
+        loaded: Box<super::object::LoadedObject>,
+        other_outputs: Vec<Vec<f32>>,
+    },
 }
 
 impl BatchModel {
@@ -303,6 +320,12 @@ impl BatchModel {
                 outputs.push(&mut self.logits);
                 outputs.extend(other_outputs.iter_mut().map(|o| o.as_mut_slice()));
                 jit.model.run(&[input], &mut outputs, pool).map_err(|e| run_error(Box::new(e)))?;
+            }
+            Executor::Object { loaded, other_outputs } => {
+                let mut outputs: Vec<&mut [f32]> = Vec::with_capacity(1 + other_outputs.len());
+                outputs.push(&mut self.logits);
+                outputs.extend(other_outputs.iter_mut().map(|o| o.as_mut_slice()));
+                loaded.model.run(&[input], &mut outputs, pool).map_err(|e| run_error(Box::new(e)))?;
             }
             Executor::Interpreter { graph, input: input_id, shape } => {
                 let array = ArrayD::from_shape_vec(IxDyn(shape), input.to_vec()).expect("input length is checked above");

@@ -19,6 +19,7 @@
 pub mod dataset;
 pub mod engine;
 pub mod metrics;
+mod object;
 pub mod report;
 
 use std::path::{Path, PathBuf};
@@ -90,6 +91,9 @@ pub struct EvalOptions {
     pub normalize: NormalizeOptions,
     /// Height and width for a model whose input leaves them symbolic.
     pub size: Option<ImageSize>,
+    /// The object file that `Engine::Object` runs (written by `vitc build`,
+    /// with its `NAME.report.json` beside it).
+    pub object: Option<PathBuf>,
     /// Show a progress bar on stderr (hidden when stderr is not a terminal).
     pub progress: bool,
 }
@@ -108,6 +112,7 @@ impl EvalOptions {
             limit: None,
             normalize: NormalizeOptions::default(),
             size: None,
+            object: None,
             progress: false,
         }
     }
@@ -135,19 +140,39 @@ pub fn evaluate(model_path: &Path, options: &EvalOptions) -> Result<Report, Eval
     }
     warn_about_dataset(&dataset, options);
 
-    // Step 3: the model and the reference, for one batch size.
-    let batch = choose_batch(model_path, &declared, options.batch, dataset.len())?;
+    // Step 3: the model and the reference, for one batch size. A built
+    // object runs at the batch it was built for.
+    let object = match (options.engine, &options.object) {
+        (Engine::Object, Some(path)) => Some(object::load_object(path)?),
+        (Engine::Object, None) => {
+            return Err(EvalError::InvalidOption("--engine object needs --object NAME.o, an object written by vitc build".into()));
+        }
+        _ => None,
+    };
+    let batch = match &object {
+        Some(loaded) => loaded.input_shape[0],
+        None => choose_batch(model_path, &declared, options.batch, dataset.len())?,
+    };
     let shape = declared.bind(batch, options.size).map_err(model_error)?;
+    if let Some(loaded) = &object
+        && loaded.input_shape != shape
+    {
+        return Err(model_error(format!(
+            "the object was built for input shape {:?} but the model binds to {:?} here; build it with --input-shape or pass --size",
+            loaded.input_shape, shape
+        )));
+    }
     let imported = ImportedModel::import(&onnx, &declared.name, &shape)?;
     let labels = dataset.class_indices(imported.classes())?;
     let classes = imported.classes();
-    let mut model = imported.prepare(options.engine)?;
+    let mut model = imported.prepare_with(options.engine, object)?;
     let reference_engine = options.reference.as_ref().map(|_| options.reference_engine.unwrap_or(options.engine));
     let mut reference = match (&options.reference, reference_engine) {
         (Some(path), Some(engine)) => Some(prepare_reference(path, &shape, classes, engine, options.size)?),
         _ => None,
     };
-    let pool = if options.engine == Engine::Jit || reference_engine == Some(Engine::Jit) {
+    let uses_pool = |e: Engine| e == Engine::Jit || e == Engine::Object;
+    let pool = if uses_pool(options.engine) || reference_engine.is_some_and(uses_pool) {
         let pool = ThreadPool::new(options.threads).map_err(|source| EvalError::ThreadPool { threads: options.threads, source })?;
         Some(pool)
     } else {
