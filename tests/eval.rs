@@ -34,7 +34,7 @@ fn mnist_options() -> EvalOptions {
 fn mnist_u8_options() -> EvalOptions {
     let mut options = EvalOptions::new(fetched("data/mnist/test_images.npy"));
     options.labels = Some(fetched("data/mnist/test_labels.npy"));
-    options.normalize = NormalizeOptions { mean: Some(vec![MNIST_MEAN]), std: Some(vec![MNIST_STD]) };
+    options.normalize = NormalizeOptions { mean: Some(vec![MNIST_MEAN]), std: Some(vec![MNIST_STD]), ..Default::default() };
     options
 }
 
@@ -388,4 +388,17 @@ fn object_engine_needs_object() {
     options.engine = Engine::Object;
     let error = eval_error(&options);
     assert_mentions(&error, &["--object"]);
+}
+
+#[test]
+fn u8_images_use_stored_preprocessing() {
+    // mnist_vit.preprocess.json gives the MNIST mean and std, so raw u8
+    // digits need no --mean/--std.
+    let spec = vitc::data::PreprocessSpec::for_model(&mnist_model()).unwrap().expect("spec is shipped");
+    let mut options = EvalOptions::new(fetched("data/mnist/test_images.npy"));
+    options.labels = Some(fetched("data/mnist/test_labels.npy"));
+    options.normalize = NormalizeOptions { mean: spec.mean.clone(), std: spec.std.clone(), layout: spec.layout() };
+    options.limit = Some(1_000);
+    let report = run_eval(&options);
+    assert!(report.top1_accuracy >= 0.98, "top-1 {} with the stored preprocessing", report.top1_accuracy);
 }

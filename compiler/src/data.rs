@@ -32,6 +32,66 @@ impl Normalize {
     }
 }
 
+/// Order of the color channels in the model input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    #[default]
+    Rgb,
+    Bgr,
+}
+
+/// How an image is brought to the model input's size and channel layout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImageLayout {
+    /// Resize so the shorter side has this many pixels (keeping the aspect
+    /// ratio), then center-crop to the input's height and width. `None`
+    /// resizes straight to the input's height and width.
+    pub resize_shorter: Option<u32>,
+    pub channel_order: ChannelOrder,
+}
+
+/// The preprocessing a model expects, stored beside it as
+/// `MODEL.preprocess.json` (e.g. `mnist_vit.preprocess.json` next to
+/// `mnist_vit.onnx`). Command-line options override its fields.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreprocessSpec {
+    /// Per-channel mean subtracted from pixels scaled to [0, 1].
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel standard deviation the centered pixels are divided by.
+    pub std: Option<Vec<f32>>,
+    /// See [`ImageLayout::resize_shorter`].
+    pub resize_shorter: Option<u32>,
+    #[serde(default)]
+    pub channel_order: ChannelOrder,
+}
+
+impl PreprocessSpec {
+    /// The path of the spec stored with `model`.
+    pub fn path_for(model: &Path) -> std::path::PathBuf {
+        model.with_extension("preprocess.json")
+    }
+
+    /// Reads the spec stored with `model`, if there is one.
+    pub fn for_model(model: &Path) -> Result<Option<PreprocessSpec>> {
+        let path = PreprocessSpec::path_for(model);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|error| Error::Io { path: path.clone(), error })?;
+        let spec = serde_json::from_str(&text).map_err(|e| Error::Input {
+            input: path.display().to_string(),
+            message: format!("invalid preprocessing spec: {e}; expected fields mean, std, resize_shorter, channel_order"),
+        })?;
+        Ok(Some(spec))
+    }
+
+    pub fn layout(&self) -> ImageLayout {
+        ImageLayout { resize_shorter: self.resize_shorter, channel_order: self.channel_order }
+    }
+}
+
 /// Reads an `.npy` file as a tensor (f32, f64, i64, i32, u8, i8 or bool).
 pub fn read_npy(path: &Path) -> Result<Tensor> {
     use ndarray_npy::ReadNpyExt;
@@ -86,8 +146,22 @@ pub fn write_npy(path: &Path, tensor: &Tensor) -> Result<()> {
     written.map_err(|e| Error::Write { path: path.to_path_buf(), error: std::io::Error::other(e.to_string()) })
 }
 
-/// Loads an image as a `[1, channels, height, width]` f32 tensor.
+/// Loads an image as a `[1, channels, height, width]` f32 tensor, resized
+/// straight to that size, RGB channel order.
 pub fn load_image(path: &Path, channels: usize, height: usize, width: usize, normalize: &Normalize) -> Result<Tensor> {
+    load_image_with(path, channels, height, width, normalize, &ImageLayout::default())
+}
+
+/// Loads an image as a `[1, channels, height, width]` f32 tensor with the
+/// given resizing and channel order.
+pub fn load_image_with(
+    path: &Path,
+    channels: usize,
+    height: usize,
+    width: usize,
+    normalize: &Normalize,
+    layout: &ImageLayout,
+) -> Result<Tensor> {
     let err = |message: String| Error::Input { input: path.display().to_string(), message };
     if channels != 1 && channels != 3 {
         return Err(err(format!("the model input has {channels} channels; images can feed only 1 (grayscale) or 3 (RGB)")));
@@ -107,14 +181,29 @@ pub fn load_image(path: &Path, channels: usize, height: usize, width: usize, nor
         .map_err(|error| Error::Io { path: path.to_path_buf(), error })?;
     let img = reader.decode().map_err(|e| err(format!("cannot decode image: {e}")))?;
     let (w, h) = (width as u32, height as u32);
-    let resized = if img.width() == w && img.height() == h { img } else { img.resize_exact(w, h, FilterType::CatmullRom) };
+    let resized = match layout.resize_shorter {
+        None if img.width() == w && img.height() == h => img,
+        None => img.resize_exact(w, h, FilterType::CatmullRom),
+        Some(shorter) => {
+            if shorter < w.min(h) {
+                return Err(err(format!("resize_shorter {shorter} is smaller than the {h}x{w} crop")));
+            }
+            // Scale the shorter side to `shorter`, then take the centered crop.
+            let scale = shorter as f64 / img.width().min(img.height()).max(1) as f64;
+            let sw = ((img.width() as f64 * scale).round() as u32).max(w);
+            let sh = ((img.height() as f64 * scale).round() as u32).max(h);
+            let scaled = img.resize_exact(sw, sh, FilterType::CatmullRom);
+            scaled.crop_imm((sw - w) / 2, (sh - h) / 2, w, h)
+        }
+    };
 
     let mut out = Array4::<f32>::zeros((1, channels, height, width));
     if channels == 3 {
         let rgb = resized.to_rgb8();
         for (x, y, pixel) in rgb.enumerate_pixels() {
             for c in 0..3 {
-                let value = pixel.0[c] as f32 / 255.0;
+                let source = if layout.channel_order == ChannelOrder::Bgr { 2 - c } else { c };
+                let value = pixel.0[source] as f32 / 255.0;
                 out[[0, c, y as usize, x as usize]] = (value - normalize.mean[c]) / normalize.std[c];
             }
         }
@@ -126,4 +215,60 @@ pub fn load_image(path: &Path, channels: usize, height: usize, width: usize, nor
         }
     }
     Ok(Tensor::F32(out.into_dyn()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 4x2 RGB PNG whose columns are red, green, blue and white.
+    fn striped_png(dir: &Path) -> std::path::PathBuf {
+        let colors = [[255u8, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]];
+        let img = image::RgbImage::from_fn(4, 2, |x, _| image::Rgb(colors[x as usize]));
+        let path = dir.join("stripes.png");
+        img.save(&path).unwrap();
+        path
+    }
+
+    #[test]
+    fn center_crop_keeps_middle_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = striped_png(dir.path());
+        let layout = ImageLayout { resize_shorter: Some(2), channel_order: ChannelOrder::Rgb };
+        let t = load_image_with(&path, 3, 2, 2, &Normalize::identity(3), &layout).unwrap();
+        let a = t.as_f32().unwrap();
+        // Columns 1 and 2 of the original: green, then blue.
+        assert_eq!(a[[0, 1, 0, 0]], 1.0);
+        assert_eq!(a[[0, 2, 0, 1]], 1.0);
+        assert_eq!(a[[0, 0, 0, 0]], 0.0);
+    }
+
+    #[test]
+    fn bgr_order_swaps_channels() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = striped_png(dir.path());
+        let layout = ImageLayout { resize_shorter: Some(2), channel_order: ChannelOrder::Bgr };
+        let t = load_image_with(&path, 3, 2, 2, &Normalize::identity(3), &layout).unwrap();
+        let a = t.as_f32().unwrap();
+        // The blue column comes first in BGR order.
+        assert_eq!(a[[0, 0, 0, 1]], 1.0);
+        assert_eq!(a[[0, 2, 0, 1]], 0.0);
+    }
+
+    #[test]
+    fn spec_rejects_unknown_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("m.onnx");
+        std::fs::write(PreprocessSpec::path_for(&model), r#"{"mean": [0.5], "scale": 2}"#).unwrap();
+        let err = PreprocessSpec::for_model(&model).unwrap_err().to_string();
+        assert!(err.contains("scale"), "{err}");
+    }
+
+    #[test]
+    fn mnist_spec_parses() {
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mnist-vit/mnist_vit.onnx");
+        let spec = PreprocessSpec::for_model(&model).unwrap().expect("the MNIST ViT ships a spec");
+        assert_eq!(spec.mean, Some(vec![0.1307]));
+        assert_eq!(spec.std, Some(vec![0.3081]));
+    }
 }

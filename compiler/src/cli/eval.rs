@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use vitc::data::PreprocessSpec;
 use vitc::eval::{EvalOptions, ImageSize, NormalizeOptions, evaluate};
 
 /// What runs the evaluated model.
@@ -76,12 +77,14 @@ pub struct EvalArgs {
     pub json: Option<PathBuf>,
 
     /// Per-channel mean subtracted from u8 and image pixels scaled to [0, 1]
-    /// (default: the ImageNet mean for RGB inputs, 0 for grayscale).
+    /// (default: MODEL.preprocess.json's, else the ImageNet mean for RGB
+    /// inputs and 0 for grayscale).
     #[arg(long, value_delimiter = ',')]
     pub mean: Option<Vec<f32>>,
 
     /// Per-channel standard deviation that u8 and image pixels are divided
-    /// by (default: the ImageNet std for RGB inputs, 1 for grayscale).
+    /// by (default: MODEL.preprocess.json's, else the ImageNet std for RGB
+    /// inputs and 1 for grayscale).
     #[arg(long, value_delimiter = ',')]
     pub std: Option<Vec<f32>>,
 
@@ -91,6 +94,9 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    // The spec stored with the model gives the defaults; options override it.
+    let spec = PreprocessSpec::for_model(&args.model)?.unwrap_or_default();
+    let normalize = NormalizeOptions { mean: args.mean.or(spec.mean.clone()), std: args.std.or(spec.std.clone()), layout: spec.layout() };
     let options = EvalOptions {
         data: args.data,
         labels: args.labels,
@@ -100,7 +106,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         batch: args.batch,
         threads: args.threads,
         limit: args.limit,
-        normalize: NormalizeOptions { mean: args.mean, std: args.std },
+        normalize,
         size: args.size,
         object: args.object,
         progress: true,

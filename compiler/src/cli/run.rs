@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use vitc::data::{Normalize, load_image, read_npy, write_npy};
+use vitc::data::{Normalize, PreprocessSpec, load_image_with, read_npy, write_npy};
 use vitc::tensor::Tensor;
 
 use super::ModelArgs;
@@ -26,12 +26,14 @@ pub struct RunArgs {
     pub output: PathBuf,
 
     /// Per-channel mean subtracted from image pixels scaled to [0, 1]
-    /// (default: the ImageNet mean for RGB inputs, 0 for grayscale).
+    /// (default: MODEL.preprocess.json's, else the ImageNet mean for RGB
+    /// inputs and 0 for grayscale).
     #[arg(long, value_delimiter = ',')]
     pub mean: Option<Vec<f32>>,
 
     /// Per-channel standard deviation that image pixels are divided by
-    /// (default: the ImageNet std for RGB inputs, 1 for grayscale).
+    /// (default: MODEL.preprocess.json's, else the ImageNet std for RGB
+    /// inputs and 1 for grayscale).
     #[arg(long, value_delimiter = ',')]
     pub std: Option<Vec<f32>>,
 
@@ -119,9 +121,12 @@ fn load_input(args: &RunArgs, shape: &[usize]) -> Result<Tensor> {
     let [1, channels, height, width] = shape[..] else {
         bail!("an image can feed only an input of shape [1, C, H, W]; this model's input is {shape:?}. Pass a .npy tensor instead");
     };
+    // The spec stored with the model gives the defaults; options override it.
+    let spec = PreprocessSpec::for_model(&args.model.model)?.unwrap_or_default();
     let default = if channels == 3 { Normalize::imagenet() } else { Normalize::identity(channels) };
-    let normalize = Normalize { mean: args.mean.clone().unwrap_or(default.mean), std: args.std.clone().unwrap_or(default.std) };
-    Ok(load_image(&args.input, channels, height, width, &normalize)?)
+    let mean = args.mean.clone().or(spec.mean.clone()).unwrap_or(default.mean);
+    let std = args.std.clone().or(spec.std.clone()).unwrap_or(default.std);
+    Ok(load_image_with(&args.input, channels, height, width, &Normalize { mean, std }, &spec.layout())?)
 }
 
 /// For a `[1, K]` classifier output, prints the five largest logits.

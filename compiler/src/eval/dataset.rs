@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use ndarray::{ArrayD, IxDyn, OwnedRepr};
 use ndarray_npy::{NpzReader, ReadNpyError, ReadNpzError};
 
-use crate::data::{Normalize, load_image, read_npy};
+use crate::data::{ImageLayout, Normalize, load_image_with, read_npy};
 use crate::tensor::{ShapeDisplay, Tensor};
 
 /// A dataset that cannot be read or does not fit the model.
@@ -91,6 +91,8 @@ const LABEL_DTYPES: &str = "integer labels (i64, i32, i8 or u8)";
 pub struct NormalizeOptions {
     pub mean: Option<Vec<f32>>,
     pub std: Option<Vec<f32>>,
+    /// Resizing and channel order of image files.
+    pub layout: ImageLayout,
 }
 
 /// Preprocessing that turns an image into one model input of shape
@@ -103,6 +105,7 @@ pub struct Preprocess {
     pub height: usize,
     pub width: usize,
     pub normalize: Normalize,
+    pub layout: ImageLayout,
 }
 
 impl Preprocess {
@@ -139,7 +142,7 @@ impl Preprocess {
                 normalize.std
             )));
         }
-        Ok(Preprocess { channels, height, width, normalize })
+        Ok(Preprocess { channels, height, width, normalize, layout: options.layout })
     }
 
     /// Number of f32 values in one preprocessed sample.
@@ -323,9 +326,9 @@ impl Dataset {
                 }
             }
             Samples::Files { paths, preprocess } => {
-                let Preprocess { channels, height, width, normalize } = preprocess;
+                let Preprocess { channels, height, width, normalize, layout } = preprocess;
                 for (sample, target) in range.zip(out.chunks_exact_mut(len)) {
-                    let image = load_image(&paths[sample], *channels, *height, *width, normalize)?;
+                    let image = load_image_with(&paths[sample], *channels, *height, *width, normalize, layout)?;
                     let image = image.as_f32().expect("load_image returns an f32 tensor");
                     for (to, from) in target.iter_mut().zip(image.iter()) {
                         *to = *from;
@@ -617,9 +620,9 @@ mod tests {
 
     #[test]
     fn preprocess_rejects_bad_normalization() {
-        let wrong_count = NormalizeOptions { mean: Some(vec![0.5, 0.5]), std: None };
+        let wrong_count = NormalizeOptions { mean: Some(vec![0.5, 0.5]), std: None, ..Default::default() };
         assert!(matches!(Preprocess::for_sample(&[1, 2, 2], &wrong_count), Err(DatasetError::InvalidNormalize(_))));
-        let zero_std = NormalizeOptions { mean: None, std: Some(vec![0.0]) };
+        let zero_std = NormalizeOptions { mean: None, std: Some(vec![0.0]), ..Default::default() };
         assert!(matches!(Preprocess::for_sample(&[1, 2, 2], &zero_std), Err(DatasetError::InvalidNormalize(_))));
         assert!(matches!(
             Preprocess::for_sample(&[4, 2, 2], &NormalizeOptions::default()),
@@ -650,7 +653,7 @@ mod tests {
 
     #[test]
     fn gray_pixels_repeat_into_rgb_planes() {
-        let options = NormalizeOptions { mean: Some(vec![0.0; 3]), std: Some(vec![1.0; 3]) };
+        let options = NormalizeOptions { mean: Some(vec![0.0; 3]), std: Some(vec![1.0; 3]), ..Default::default() };
         let preprocess = Preprocess::for_sample(&[3, 1, 2], &options).unwrap();
         let mut out = [0.0; 6];
         preprocess.convert_pixels(&[0, 255], 1, &mut out);
