@@ -120,3 +120,18 @@ fn mnist_vit_program_snapshot() {
     let program = Program::lower(&graph).unwrap();
     insta::assert_snapshot!(vitc::lower::print_program(&program));
 }
+
+#[test]
+fn zero_batch_rejected_by_codegen() {
+    let mut options = ImportOptions::default();
+    options.input_shapes.insert("input".into(), vec![0, 1, 28, 28]);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mnist-vit/mnist_vit.onnx");
+    let err = match import_file(&path, &options) {
+        Err(e) => e.to_string(),
+        Ok(mut graph) => {
+            PassManager::canonicalize().run(&mut graph).unwrap();
+            Program::lower(&graph).unwrap_err().to_string()
+        }
+    };
+    assert!(err.contains("element") || err.contains("0"), "{err}");
+}

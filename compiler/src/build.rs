@@ -45,6 +45,8 @@ pub struct StageTime {
 #[derive(Clone, Debug, Serialize)]
 pub struct BuildReport {
     pub model: String,
+    /// BLAKE3 hash of the model file, so a build can be matched to its model.
+    pub model_blake3: String,
     pub name: String,
     pub target: String,
     pub parameters: u64,
@@ -78,9 +80,10 @@ pub fn validate_name(name: &str) -> Result<()> {
     if valid {
         Ok(())
     } else {
-        Err(Error::Model(format!(
-            "model name '{name}' is not a valid C identifier; use letters, digits and '_', not starting with a digit"
-        )))
+        Err(Error::Input {
+            input: "--name".into(),
+            message: format!("'{name}' is not a valid C identifier; use letters, digits and '_', not starting with a digit"),
+        })
     }
 }
 
@@ -92,6 +95,12 @@ pub fn default_name(model: &Path) -> String {
         name.insert_str(0, "model_");
     }
     name
+}
+
+/// BLAKE3 hash of a model file, as hex.
+pub fn model_hash(model: &Path) -> Result<String> {
+    let bytes = std::fs::read(model).map_err(|error| Error::Io { path: model.to_path_buf(), error })?;
+    Ok(blake3::hash(&bytes).to_hex().to_string())
 }
 
 /// Runs the whole pipeline on `model`.
@@ -132,8 +141,10 @@ pub fn build(model: &Path, options: &BuildOptions) -> Result<BuildOutput> {
     progress.finish_and_clear();
 
     let summary = Summary::of(&graph);
+    let model_blake3 = model_hash(model)?;
     let report = BuildReport {
         model: model.display().to_string(),
+        model_blake3,
         name: options.name.clone(),
         target: options.target.clone().unwrap_or_else(host_triple),
         parameters: summary.parameters,
@@ -153,6 +164,9 @@ pub fn build(model: &Path, options: &BuildOptions) -> Result<BuildOutput> {
 /// Writes `NAME.o`, `NAME.h`, `NAME.report.txt`, `NAME.report.json` and
 /// `NAME.program.txt` (the kernel listing) into `dir`; returns the paths.
 pub fn write_artifacts(dir: &Path, output: &BuildOutput) -> Result<Vec<PathBuf>> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::Input { input: dir.display().to_string(), message: "the output path exists and is not a folder; give a folder with -o".into() });
+    }
     std::fs::create_dir_all(dir).map_err(|error| Error::Write { path: dir.to_path_buf(), error })?;
     let name = &output.report.name;
     let json = serde_json::to_string_pretty(&output.report).map_err(|e| Error::Internal(e.to_string()))?;

@@ -44,8 +44,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.iterations == 0 {
         bail!("--iterations must be at least 1");
     }
-    if args.threads.contains(&0) {
-        bail!("--threads values must be at least 1");
+    if args.threads.iter().any(|&t| t == 0 || t > 256) {
+        bail!("--threads values must be between 1 and 256");
     }
     let graph = args.model.load("canonicalize")?;
     let shape = graph.fact(graph.inputs()[0]).shape.clone();

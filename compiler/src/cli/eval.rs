@@ -94,6 +94,9 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    if args.threads > 256 {
+        anyhow::bail!("--threads must be at most 256 (0 means one per core)");
+    }
     // The spec stored with the model gives the defaults; options override it.
     let spec = PreprocessSpec::for_model(&args.model)?.unwrap_or_default();
     let normalize = NormalizeOptions { mean: args.mean.or(spec.mean.clone()), std: args.std.or(spec.std.clone()), layout: spec.layout() };

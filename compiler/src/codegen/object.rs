@@ -11,7 +11,10 @@ use crate::lower::Program;
 /// an object file exporting `NAME_run`, `NAME_arena_bytes` and `NAME_abi_version`.
 pub fn emit_object(program: &Program, name: &str, triple: Option<&str>) -> Result<Vec<u8>> {
     let isa = target::isa_for(triple, true)?;
-    let builder = ObjectBuilder::new(isa, name.as_bytes().to_vec(), default_libcall_names()).map_err(module_error)?;
+    let triple = isa.triple().to_string();
+    let builder = ObjectBuilder::new(isa, name.as_bytes().to_vec(), default_libcall_names()).map_err(|e| {
+        crate::error::Error::Model(format!("cannot write an object file for target {triple}: {e}; use an ELF, Mach-O or COFF target"))
+    })?;
     let mut module = ObjectModule::new(builder);
     emit_program(&mut module, program, name)?;
     module.finish().emit().map_err(module_error)

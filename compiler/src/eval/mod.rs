@@ -127,6 +127,15 @@ pub fn evaluate(model_path: &Path, options: &EvalOptions) -> Result<Report, Eval
         return Err(EvalError::InvalidOption("--limit must be at least 1".to_string()));
     }
 
+    if options.object.is_some() && options.engine != Engine::Object {
+        return Err(EvalError::InvalidOption("--object is used only with --engine object; add --engine object".into()));
+    }
+    if options.reference_engine == Some(Engine::Object) {
+        return Err(EvalError::InvalidOption(
+            "--reference-engine object is not supported; compare an object with --reference-engine jit or interpreter".into(),
+        ));
+    }
+
     // Step 1: the model's input.
     let onnx = load_onnx(model_path)?;
     let declared = DeclaredInput::of(&onnx)?;
@@ -143,7 +152,7 @@ pub fn evaluate(model_path: &Path, options: &EvalOptions) -> Result<Report, Eval
     // Step 3: the model and the reference, for one batch size. A built
     // object runs at the batch it was built for.
     let object = match (options.engine, &options.object) {
-        (Engine::Object, Some(path)) => Some(object::load_object(path)?),
+        (Engine::Object, Some(path)) => Some(object::load_object(path, model_path)?),
         (Engine::Object, None) => {
             return Err(EvalError::InvalidOption("--engine object needs --object NAME.o, an object written by vitc build".into()));
         }
@@ -166,7 +175,9 @@ pub fn evaluate(model_path: &Path, options: &EvalOptions) -> Result<Report, Eval
     let labels = dataset.class_indices(imported.classes())?;
     let classes = imported.classes();
     let mut model = imported.prepare_with(options.engine, object)?;
-    let reference_engine = options.reference.as_ref().map(|_| options.reference_engine.unwrap_or(options.engine));
+    // An object's reference runs with the JIT unless another engine is given.
+    let default_reference = if options.engine == Engine::Object { Engine::Jit } else { options.engine };
+    let reference_engine = options.reference.as_ref().map(|_| options.reference_engine.unwrap_or(default_reference));
     let mut reference = match (&options.reference, reference_engine) {
         (Some(path), Some(engine)) => Some(prepare_reference(path, &shape, classes, engine, options.size)?),
         _ => None,

@@ -38,14 +38,24 @@ fn report_tensors(report: &serde_json::Value, field: &str) -> Option<Vec<(String
     }).collect()
 }
 
-/// Links and loads `object`, reading its shapes from the build report beside it.
-pub fn load_object(object: &Path) -> Result<LoadedObject, EvalError> {
+/// Links and loads `object`, reading its shapes from the build report beside
+/// it, after checking that it was built from `model`.
+pub fn load_object(object: &Path, model: &Path) -> Result<LoadedObject, EvalError> {
     let report_path: PathBuf = object.with_extension("report.json");
     let text = std::fs::read_to_string(&report_path).map_err(|e| {
         object_error(object, format!("cannot read its build report {}: {e}; evaluate an object in the folder `vitc build` wrote", report_path.display()))
     })?;
     let report: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| object_error(object, format!("build report {} is not valid JSON: {e}", report_path.display())))?;
+    let built_from = report.get("model_blake3").and_then(|h| h.as_str()).unwrap_or("");
+    let expected = crate::build::model_hash(model).map_err(|e| object_error(model, e.to_string()))?;
+    if built_from != expected {
+        let source = report.get("model").and_then(|m| m.as_str()).unwrap_or("an unknown model");
+        return Err(object_error(
+            object,
+            format!("it was built from {source}, not from {} (the model files differ); rebuild it from this model", model.display()),
+        ));
+    }
     let name = report.get("name").and_then(|n| n.as_str()).ok_or_else(|| object_error(object, "the build report has no model name"))?.to_string();
     let inputs = report_tensors(&report, "inputs").ok_or_else(|| object_error(object, "the build report has no input shapes"))?;
     let outputs = report_tensors(&report, "outputs").ok_or_else(|| object_error(object, "the build report has no output shapes"))?;

@@ -86,6 +86,13 @@ pub(super) fn select_kernels(graph: &Graph) -> Result<Selected> {
     // Values downstream of an unsupported node have no buffer; their nodes
     // are skipped rather than reported as well.
     let mut failed = std::collections::HashSet::new();
+    if let Some(v) = graph.value_ids().find(|&v| graph.fact(v).numel() == 0) {
+        return Err(Error::Codegen(format!(
+            "value '{}' has no elements ({}); code generation needs every tensor to have at least one element (check --input-shape for a 0 dimension)",
+            graph.value(v).name,
+            graph.fact(v)
+        )));
+    }
     for node in graph.topo_order() {
         if s.fused.contains(&node) {
             continue;
