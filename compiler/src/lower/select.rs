@@ -476,6 +476,8 @@ impl Selector<'_> {
         Ok(())
     }
 
+    // The arguments are the fields of Kernel::Copy plus its two operands.
+    #[allow(clippy::too_many_arguments)]
     fn copy_step(&mut self, node: NodeId, out: usize, input: usize, shape: Vec<usize>, out_offset: usize, out_strides: Vec<usize>, in_offset: usize, in_strides: Vec<isize>) {
         let kernel = Kernel::Copy { shape, out_offset, out_strides, in_offset, in_strides };
         self.push(node, kernel, vec![out, input]);

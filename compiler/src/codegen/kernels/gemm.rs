@@ -175,7 +175,7 @@ fn epilogue(kb: &mut Kb, call: &GemmCall, row: Value, panel: Value, rows: usize,
 
     // Stores: whole vectors unless this is a partial last panel.
     let full_panels = (call.n / GEMM_NR) as i64;
-    let partial = call.n % GEMM_NR != 0;
+    let partial = !call.n.is_multiple_of(GEMM_NR);
     let store_full = kb.b.create_block();
     let store_partial = kb.b.create_block();
     let done = kb.b.create_block();

@@ -34,6 +34,60 @@ fn pair(v: &[usize], default: usize) -> (usize, usize) {
     }
 }
 
+/// Operands and sizes shared by Conv and ConvTranspose: the input, the
+/// constant weight, the result, and the 2-D geometry with `c` set to
+/// `channels` (the input channels for Conv, the output channels for
+/// ConvTranspose).
+struct ConvParts {
+    x: crate::ir::ValueId,
+    weight: Vec<f32>,
+    out: crate::ir::ValueId,
+    in_channels: usize,
+    out_channels: usize,
+    geometry: ConvGeometry,
+}
+
+/// The shape and weight of a convolution-like node, with the spatial
+/// attributes given. `use_out_channels` puts the output channel count in
+/// `geometry.c` (the layout col2im folds into).
+#[allow(clippy::too_many_arguments)]
+fn conv_parts(
+    selector: &Selector<'_>,
+    node: NodeId,
+    kernel: &[usize],
+    strides: &[usize],
+    pads: &[usize],
+    dilations: &[usize],
+    use_out_channels: bool,
+) -> Result<ConvParts, String> {
+    let graph = selector.graph;
+    let x = selector.operand(node, 0)?;
+    let w = selector.operand(node, 1)?;
+    let weight = graph.konst(w).ok_or("the weight is not a constant")?.as_f32().ok_or("the weight is not f32")?;
+    let weight: Vec<f32> = weight.iter().copied().collect();
+    let x_shape = graph.fact(x).shape.clone();
+    let out = graph.node(node).outputs[0];
+    let out_shape = graph.fact(out).shape.clone();
+    let (h, w_) = spatial_2d(&x_shape);
+    let (oh, ow) = spatial_2d(&out_shape);
+    let (in_channels, out_channels) = (x_shape[1], out_shape[1]);
+    let (kh, kw) = pair(kernel, 1);
+    let geometry = ConvGeometry {
+        batch: x_shape[0],
+        c: if use_out_channels { out_channels } else { in_channels },
+        h,
+        w: w_,
+        oh,
+        ow,
+        kh,
+        kw,
+        stride: pair(strides, 1),
+        pad: pair(&pads[..kernel.len()], 0),
+        dilation: pair(dilations, 1),
+    };
+    Ok(ConvParts { x, weight, out, in_channels, out_channels, geometry })
+}
+
 impl Selector<'_> {
     pub(super) fn conv(&mut self, node: NodeId) -> SelectResult {
         let graph = self.graph;
@@ -43,30 +97,9 @@ impl Selector<'_> {
         if group != 1 {
             return Err(format!("grouped convolution (group={group}) has no kernel"));
         }
-        let x = self.operand(node, 0)?;
-        let w = self.operand(node, 1)?;
-        let weight = graph.konst(w).ok_or("the weight is not a constant")?.as_f32().ok_or("the weight is not f32")?.clone();
-        let x_shape = graph.fact(x).shape.clone();
-        let out_v = graph.node(node).outputs[0];
-        let out_shape = graph.fact(out_v).shape.clone();
-        let (h, w_) = spatial_2d(&x_shape);
-        let (oh, ow) = spatial_2d(&out_shape);
-        let (batch, c, cout) = (x_shape[0], x_shape[1], out_shape[1]);
-        let spatial = kernel.len();
-        let (kh, kw) = pair(&kernel, 1);
-        let geometry = ConvGeometry {
-            batch,
-            c,
-            h,
-            w: w_,
-            oh,
-            ow,
-            kh,
-            kw,
-            stride: pair(&strides, 1),
-            pad: pair(&pads[..spatial], 0),
-            dilation: pair(&dilations, 1),
-        };
+        let ConvParts { x, weight, out: out_v, in_channels: c, out_channels: cout, geometry } =
+            conv_parts(self, node, &kernel, &strides, &pads, &dilations, false)?;
+        let ConvGeometry { batch, oh, ow, kh, kw, .. } = geometry.clone();
 
         // Phase 1 of 3: unfold the input.
         let k = c * kh * kw;
@@ -76,8 +109,7 @@ impl Selector<'_> {
         self.push(node, Kernel::Im2col { geometry }, vec![cols, input]);
 
         // Phase 2 of 3: multiply by the weights viewed as [Cout, k].
-        let flat: Vec<f32> = weight.iter().copied().collect();
-        let packed = pack_panels(k, cout, |kk, j| flat[j * k + kk]);
+        let packed = pack_panels(k, cout, |kk, j| weight[j * k + kk]);
         let b = self.add_weight(&format!("{}/packed", graph.node(node).name), packed);
         let product = self.temp(m * cout);
         let mut args = vec![product, cols, b];
@@ -105,30 +137,9 @@ impl Selector<'_> {
         if group != 1 {
             return Err(format!("grouped transposed convolution (group={group}) has no kernel"));
         }
-        let x = self.operand(node, 0)?;
-        let w = self.operand(node, 1)?;
-        let weight = graph.konst(w).ok_or("the weight is not a constant")?.as_f32().ok_or("the weight is not f32")?.clone();
-        let x_shape = graph.fact(x).shape.clone();
-        let out_v = graph.node(node).outputs[0];
-        let out_shape = graph.fact(out_v).shape.clone();
-        let (h, w_) = spatial_2d(&x_shape);
-        let (oh, ow) = spatial_2d(&out_shape);
-        let (batch, cin, cout) = (x_shape[0], x_shape[1], out_shape[1]);
-        let spatial = kernel.len();
-        let (kh, kw) = pair(&kernel, 1);
-        let geometry = ConvGeometry {
-            batch,
-            c: cout,
-            h,
-            w: w_,
-            oh,
-            ow,
-            kh,
-            kw,
-            stride: pair(&strides, 1),
-            pad: pair(&pads[..spatial], 0),
-            dilation: pair(&dilations, 1),
-        };
+        let ConvParts { x, weight, out: out_v, in_channels: cin, out_channels: cout, geometry } =
+            conv_parts(self, node, &kernel, &strides, &pads, &dilations, true)?;
+        let ConvGeometry { batch, h, w: w_, kh, kw, .. } = geometry.clone();
 
         // Phase 1 of 3: [batch, Cin, pixels] -> [batch * pixels, Cin].
         let pixels = h * w_;
@@ -140,8 +151,7 @@ impl Selector<'_> {
 
         // Phase 2 of 3: multiply by the weights viewed as [Cin, Cout * kh * kw].
         let n = cout * kh * kw;
-        let flat: Vec<f32> = weight.iter().copied().collect();
-        let packed = pack_panels(cin, n, |kk, j| flat[kk * n + j]);
+        let packed = pack_panels(cin, n, |kk, j| weight[kk * n + j]);
         let b = self.add_weight(&format!("{}/packed", graph.node(node).name), packed);
         let cols = self.temp(batch * pixels * n);
         let gemm = Kernel::Gemm { m: batch * pixels, n, k: cin, bias: false, activation: Activation::None, residual: false };
