@@ -22,7 +22,7 @@ use crate::lower::{Program, print_program};
 use crate::onnx::{ImportOptions, import_file};
 use crate::passes::PassManager;
 
-/// What to build.
+/// Settings of one build.
 #[derive(Clone, Debug, Default)]
 pub struct BuildOptions {
     pub import: ImportOptions,
@@ -41,7 +41,7 @@ pub struct StageTime {
     pub milliseconds: f64,
 }
 
-/// What a build produced and what it cost.
+/// Summary of a build: its outputs and what they cost.
 #[derive(Clone, Debug, Serialize)]
 pub struct BuildReport {
     pub model: String,
@@ -87,7 +87,7 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
-/// A name derived from the model's file stem.
+/// Derives a C identifier from the model's file stem.
 pub fn default_name(model: &Path) -> String {
     let stem = model.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
     let mut name: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();

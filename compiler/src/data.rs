@@ -21,7 +21,7 @@ pub struct Normalize {
 }
 
 impl Normalize {
-    /// The ImageNet statistics most ViT checkpoints are trained with.
+    /// Returns the ImageNet statistics that most ViT checkpoints are trained with.
     pub fn imagenet() -> Normalize {
         Normalize { mean: vec![0.485, 0.456, 0.406], std: vec![0.229, 0.224, 0.225] }
     }
@@ -41,7 +41,7 @@ pub enum ChannelOrder {
     Bgr,
 }
 
-/// How an image is brought to the model input's size and channel layout.
+/// Resizing and channel layout that bring an image to the model input.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ImageLayout {
     /// Resize so the shorter side has this many pixels (keeping the aspect
@@ -68,7 +68,7 @@ pub struct PreprocessSpec {
 }
 
 impl PreprocessSpec {
-    /// The path of the spec stored with `model`.
+    /// Returns the path of the spec stored with `model`.
     pub fn path_for(model: &Path) -> std::path::PathBuf {
         model.with_extension("preprocess.json")
     }

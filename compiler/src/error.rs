@@ -1,7 +1,7 @@
 //! The library's error type.
 //!
 //! Every message names the file, node, operator or value involved and, where
-//! there is one, says what the user can do about it.
+//! there is one, states what the user can do about it.
 
 use std::path::PathBuf;
 
@@ -15,7 +15,7 @@ pub struct UnsupportedOp {
     pub op_type: String,
     pub domain: String,
     pub opset: i64,
-    /// Why the node is unsupported, when it is not simply an unknown op type.
+    /// Reason the node is unsupported, when it is not simply an unknown op type.
     pub reason: Option<String>,
 }
 
@@ -65,7 +65,7 @@ pub enum Error {
 
 impl Error {
 
-    /// A node-level error for node `node` of type `op`.
+    /// Builds a node-level error for node `node` of type `op`.
     pub fn node(node: impl Into<String>, op: impl Into<String>, message: impl Into<String>) -> Error {
         Error::Node { node: node.into(), op: op.into(), message: message.into() }
     }

@@ -7,7 +7,7 @@
 //! # Protocol of one loop
 //!
 //! `epoch` counts loops: it is odd while a loop is open for workers to join
-//! and even otherwise. Only the thread that holds `dispatch` writes `epoch`
+//! and even otherwise. Only the thread that has locked `dispatch` writes `epoch`
 //! and `job` and resets `next_index`.
 //!
 //! 1. Open: the caller writes `job`, resets `next_index`, stores the next odd
@@ -221,7 +221,7 @@ struct Shared {
     /// Number of workers that joined the current loop and have not left it.
     active: CachePadded<AtomicUsize>,
     /// Current loop, written only while `epoch` is even and `active` was
-    /// seen to be 0, by the thread that holds `dispatch`.
+    /// seen to be 0, by the thread that has locked `dispatch`.
     job: UnsafeCell<Job>,
     worker_count: usize,
     /// Held by the thread that runs a loop, so loops run one at a time.

@@ -68,7 +68,7 @@ impl Kb<'_> {
         self.b.ins().store(mem(), value, ptr, byte_offset);
     }
 
-    /// The task index as i64.
+    /// Returns the task index widened to i64.
     pub fn task_i64(&mut self) -> Value {
         self.b.ins().uextend(I64, self.task)
     }

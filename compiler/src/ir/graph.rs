@@ -53,7 +53,7 @@ impl fmt::Display for ValueId {
     }
 }
 
-/// What is known about a value: element type, concrete shape and, when the
+/// Knowledge about a value: element type, concrete shape and, when the
 /// value is computable at compile time, its data.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fact {

@@ -212,7 +212,7 @@ pub enum ResizeMode {
     Cubic,
 }
 
-/// How an output coordinate maps back to an input coordinate.
+/// Mapping from an output coordinate back to an input coordinate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CoordinateTransform {
     HalfPixel,

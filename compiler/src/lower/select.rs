@@ -16,7 +16,7 @@ use crate::ir::op::{BinaryOp, GeluApprox, ReduceKind, UnaryOp};
 use crate::ir::{Graph, NodeId, Op, ValueId};
 use crate::tensor::{DType, Tensor};
 
-/// What a slot is before memory planning.
+/// Kind of a slot before memory planning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum SlotKind {
     Input(usize),
@@ -133,7 +133,7 @@ impl Selector<'_> {
         self.new_slot(SlotKind::Weight(index), floats)
     }
 
-    /// The slot of `v`, creating a weight slot for an f32 constant.
+    /// Returns the slot of `v`, creating a weight slot for an f32 constant.
     fn slot_of(&mut self, v: ValueId) -> std::result::Result<usize, String> {
         if let Some(&slot) = self.value_slot.get(&v) {
             return Ok(slot);
@@ -150,7 +150,7 @@ impl Selector<'_> {
         }
     }
 
-    /// A fresh result slot for `v`: the caller's output buffer when `v` is a
+    /// Creates a result slot for `v`: the caller's output buffer when `v` is a
     /// graph output, otherwise arena memory.
     fn result_slot(&mut self, v: ValueId) -> usize {
         let floats = self.graph.fact(v).numel();
@@ -254,7 +254,7 @@ impl Selector<'_> {
     }
 }
 
-/// The elements of a constant as f32 (integer constants convert exactly up to 2^24).
+/// Converts the elements of a constant to f32 (integer constants convert exactly up to 2^24).
 fn f32_data(t: &Tensor) -> std::result::Result<Vec<f32>, String> {
     match t {
         Tensor::F32(a) => Ok(a.iter().copied().collect()),
@@ -299,7 +299,7 @@ pub(super) fn pack_panels(k: usize, n: usize, b: impl Fn(usize, usize) -> f32) -
 }
 
 impl Selector<'_> {
-    /// The sole user of `v` if it is a node satisfying `pred` and `v` is not a graph output.
+    /// Returns the sole user of `v` if it is a node satisfying `pred` and `v` is not a graph output.
     fn sole_user(&self, v: ValueId, pred: impl Fn(&Op) -> bool) -> Option<NodeId> {
         let users = self.graph.users(v);
         if users.len() != 1 || self.graph.is_graph_output(v) {
@@ -364,7 +364,7 @@ impl Selector<'_> {
         Ok(())
     }
 
-    /// A copy of bias `v` padded with zeros to whole GEMM panels, so the
+    /// Adds a copy of bias `v` padded with zeros to whole GEMM panels, so the
     /// epilogue can load it in vectors.
     pub(super) fn gemm_bias(&mut self, v: ValueId, n: usize) -> std::result::Result<usize, String> {
         let graph = self.graph;

@@ -134,7 +134,7 @@ pub fn import_model(model: &OnnxModel, options: &ImportOptions) -> Result<Graph>
     Ok(builder.graph)
 }
 
-/// Why a node cannot be imported.
+/// Reason a node cannot be imported.
 pub enum Unsupported {
     /// A non-default operator domain (e.g. `com.microsoft`).
     Domain,
@@ -261,7 +261,7 @@ fn format_dims(dims: &[Option<i64>]) -> String {
     format!("[{}]", parts.join(","))
 }
 
-/// The node's name, or its first output's name when the exporter left it empty.
+/// Returns the node's name, or its first output's name when the exporter left it empty.
 pub(crate) fn node_label(node: &NodeProto) -> String {
     if !node.name.is_empty() {
         return node.name.clone();

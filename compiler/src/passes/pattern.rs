@@ -45,8 +45,8 @@ pub fn is_const_close(graph: &Graph, v: ValueId, expected: f64) -> bool {
     const_scalar(graph, v).is_some_and(|x| (x - expected).abs() <= 1e-6 * expected.abs().max(1e-30))
 }
 
-/// Whether `v` is used exactly once and is not a graph output, so that the
-/// node producing it can disappear when its single user is rewritten.
+/// Whether `v` has exactly one user node and is not a graph output, so
+/// rewriting that user leaves the producer dead.
 pub fn single_use(graph: &Graph, v: ValueId) -> bool {
     !graph.is_graph_output(v) && graph.users(v).len() == 1
 }
