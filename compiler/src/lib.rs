@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod codegen;
+pub mod compress;
 pub mod data;
 pub mod error;
 pub mod eval;
