@@ -15,7 +15,6 @@
 //! [[pass]]
 //! kind = "prune"
 //! flops = 0.4
-//! importance = "activation"
 //!
 //! [[pass]]
 //! kind = "distill"
@@ -274,9 +273,9 @@ pub enum DistillTarget {
     /// A layer whose output is added to the residual stream matches the
     /// teacher's residual stream after the addition, so each refit also
     /// corrects the error that earlier layers left in the stream.
-    #[default]
     Residual,
     /// Every layer matches the teacher's output of the same layer.
+    #[default]
     Output,
 }
 
