@@ -56,6 +56,9 @@ pub enum Error {
     #[error("IR verification failed after {stage}: {message}")]
     Verify { stage: String, message: String },
 
+    #[error("quantization: {0}")]
+    Quant(String),
+
     #[error("limit exceeded: {0}")]
     Limit(String),
 
