@@ -250,3 +250,54 @@ fn printed_ir_shows_quantization() {
     let json = serde_json::to_string(&report).unwrap();
     assert!(json.contains("relative_error"));
 }
+
+/// Builds `layer` for AArch64, links it with `tests/aarch64/driver.c`, runs
+/// it under qemu on `input` and returns the output.
+fn run_layer_on_aarch64(layer: &Graph, input: &[f32], dir: &Path) -> Vec<f32> {
+    use std::process::Command;
+    let program = Program::lower(layer).unwrap();
+    let object = vitc::codegen::object::emit_object(&program, "layer", Some("aarch64-unknown-linux-gnu")).unwrap();
+    std::fs::write(dir.join("layer.o"), object).unwrap();
+    std::fs::write(dir.join("layer.h"), vitc::codegen::object::emit_header(&program, "layer")).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let driver = dir.join("driver");
+    let compile = Command::new("aarch64-linux-gnu-gcc")
+        .args(["-std=c11", "-O2", "-static", "-DMODEL=layer", "-DMODEL_UPPER=LAYER", "-DMODEL_HEADER=\"layer.h\"", "-I"])
+        .arg(dir)
+        .arg("-I")
+        .arg(root.join("runtime/include"))
+        .arg(root.join("tests/aarch64/driver.c"))
+        .arg(dir.join("layer.o"))
+        .args(["-lm", "-o"])
+        .arg(&driver)
+        .output()
+        .expect("aarch64-linux-gnu-gcc not found; run scripts/install-test-tools");
+    assert!(compile.status.success(), "compiling the AArch64 driver failed:\n{}", String::from_utf8_lossy(&compile.stderr));
+    let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(dir.join("in.f32"), bytes).unwrap();
+    let run = Command::new("qemu-aarch64").arg(&driver).arg(dir.join("in.f32")).arg(dir.join("out.f32")).output().expect("qemu-aarch64 not found; run scripts/install-test-tools");
+    assert!(run.status.success(), "the AArch64 driver failed under qemu:\n{}", String::from_utf8_lossy(&run.stderr));
+    std::fs::read(dir.join("out.f32")).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+#[test]
+fn aarch64_layers_match_interpreter_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let dynamic = QuantConfig { activations: ActivationMode::Dynamic, weight_max: 127, ..QuantConfig::default() };
+    for config in [QuantConfig::default(), dynamic] {
+        let mut graph = mnist_graph(10);
+        quantize(&mut graph, &config, &calibration_batches(2, 10)).unwrap();
+        let layers: Vec<NodeId> = graph.topo_order().into_iter().filter(|&n| graph.node(n).op == Op::QLinear).collect();
+        let taps: Vec<ValueId> = layers.iter().map(|&n| graph.producer(graph.node(n).inputs[0].unwrap()).inputs[0].unwrap()).collect();
+        let (_, inputs) = interp::run_with_taps(&graph, &[(graph.inputs()[0], calibration_batches(1, 10)[0].clone())], &taps).unwrap();
+        for (&node, x) in layers.iter().zip(&inputs) {
+            let (layer, _) = single_layer(&graph, node);
+            let expected = interp::run(&layer, &[(layer.inputs()[0], x.clone())]).unwrap();
+            let data: Vec<f32> = x.as_f32().unwrap().iter().copied().collect();
+            let got = run_layer_on_aarch64(&layer, &data, dir.path());
+            let mismatches = got.iter().zip(expected[0].as_f32().unwrap().iter()).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            assert_eq!(mismatches, 0, "{:?} layer '{}' on AArch64: {mismatches} of {} results differ", config.activations, graph.node(node).name, got.len());
+        }
+        println!("AArch64 under qemu, {:?} activations: {} layers bit-exact", config.activations, layers.len());
+    }
+}
