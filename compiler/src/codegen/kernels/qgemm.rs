@@ -40,8 +40,10 @@ pub enum DotStrategy {
     /// on x86-64 with AVX-VNNI or AVX512-VNNI, and into one `usdot` on
     /// AArch64 with FEAT_I8MM. Elsewhere it stays a sequence of widening
     /// multiplies and pairwise adds (`umull`/`smull`-style on AArch64,
-    /// `pmovzx`/`pmullw`/`phaddd` on x86-64).
-    Widening,
+    /// `pmovzx`/`pmullw`/`pmaddwd` on x86-64). Cranelift matches the
+    /// multiply's operands in order, and the x86-64 rule wants the signed
+    /// operand first while the AArch64 rule wants the unsigned one first.
+    Widening { unsigned_first: bool },
 }
 
 impl DotStrategy {
@@ -50,10 +52,10 @@ impl DotStrategy {
         let flag = |name: &str| isa.isa_flags().iter().any(|f| f.name == name && f.as_bool() == Some(true));
         match isa.triple().architecture {
             Architecture::X86_64 if (flag("has_avx512vnni") && flag("has_avx512vl")) || (flag("has_avx_vnni") && flag("has_avx")) => {
-                DotStrategy::Widening
+                DotStrategy::Widening { unsigned_first: false }
             }
             Architecture::X86_64 => DotStrategy::Pmaddubsw,
-            _ => DotStrategy::Widening,
+            _ => DotStrategy::Widening { unsigned_first: true },
         }
     }
 }
@@ -80,7 +82,10 @@ pub fn task_count(m: usize, n: usize) -> u32 {
 
 /// Emits the kernel: operands `C, A, params, B, colsum, w_scale, bias?`.
 pub fn emit_kernel(kb: &mut Kb, m: usize, n: usize, k: usize, per_row_params: bool, bias: bool, narrow_weights: bool) {
-    let strategy = if narrow_weights { kb.int8 } else { DotStrategy::Widening };
+    let strategy = match kb.int8 {
+        DotStrategy::Pmaddubsw if !narrow_weights => DotStrategy::Widening { unsigned_first: false },
+        strategy => strategy,
+    };
     let call = Call {
         c: kb.arg(0),
         a: kb.arg(1),
@@ -168,13 +173,16 @@ fn dot(kb: &mut Kb, strategy: DotStrategy, a: Value, w: Value, acc: Value) -> Va
             let hi = kb.b.ins().swiden_high(pairs);
             kb.b.ins().iadd_pairwise(lo, hi)
         }
-        DotStrategy::Widening => {
+        DotStrategy::Widening { unsigned_first } => {
             let a_lo = kb.b.ins().uwiden_low(a);
             let w_lo = kb.b.ins().swiden_low(w);
             let a_hi = kb.b.ins().uwiden_high(a);
             let w_hi = kb.b.ins().swiden_high(w);
-            let lo = kb.b.ins().imul(a_lo, w_lo);
-            let hi = kb.b.ins().imul(a_hi, w_hi);
+            let (lo, hi) = if unsigned_first {
+                (kb.b.ins().imul(a_lo, w_lo), kb.b.ins().imul(a_hi, w_hi))
+            } else {
+                (kb.b.ins().imul(w_lo, a_lo), kb.b.ins().imul(w_hi, a_hi))
+            };
             let lo_lo = kb.b.ins().swiden_low(lo);
             let lo_hi = kb.b.ins().swiden_high(lo);
             let hi_lo = kb.b.ins().swiden_low(hi);
