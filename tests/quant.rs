@@ -244,7 +244,8 @@ fn printed_ir_shows_quantization() {
     let (graph, report) = quantized(&QuantConfig { calibration: vitc::quant::CalibrationMethod::Entropy, ..QuantConfig::default() });
     let text = print_graph(&graph);
     assert!(text.contains("QLinear"), "no QLinear in:\n{text}");
-    assert!(text.contains("Quantize") && text.contains("q(scale="), "no activation parameters in:\n{text}");
+    assert!(text.contains("Quantize"), "no Quantize in:\n{text}");
+    assert!(text.contains("q(scale="), "no activation parameters in:\n{text}");
     assert!(text.contains("q(symmetric per-channel"), "no weight scales in:\n{text}");
     assert!(report.decisions.iter().any(|d| d.op == "LayerNorm" && d.precision == "f32"));
     let json = serde_json::to_string(&report).unwrap();
