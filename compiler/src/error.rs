@@ -62,6 +62,9 @@ pub enum Error {
     #[error("compression: {0}")]
     Compress(String),
 
+    #[error("quantization: {0}")]
+    Quant(String),
+
     #[error("limit exceeded: {0}")]
     Limit(String),
 
