@@ -57,6 +57,19 @@ impl Calibration {
         Calibration { batches, source: source.into() }
     }
 
+    /// The same samples in batches of `batch`; samples that do not fill a
+    /// last batch are left out.
+    pub fn rebatched(&self, batch: usize) -> Vec<Tensor> {
+        let Some(first) = self.batches.first() else { return Vec::new() };
+        let mut shape = first.shape().to_vec();
+        shape[0] = batch.max(1);
+        let sample_len: usize = shape[1..].iter().product();
+        let all: Vec<f32> = self.batches.iter().filter_map(Tensor::as_f32).flat_map(|a| a.iter().copied()).collect();
+        all.chunks_exact(sample_len * shape[0])
+            .map(|chunk| Tensor::F32(ArrayD::from_shape_vec(IxDyn(&shape), chunk.to_vec()).expect("chunk fills the shape")))
+            .collect()
+    }
+
     pub fn samples(&self) -> usize {
         self.batches.iter().map(|b| b.shape().first().copied().unwrap_or(1)).sum()
     }

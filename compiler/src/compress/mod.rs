@@ -122,9 +122,40 @@ pub fn compress_for(model: &std::path::Path, graph: &mut Graph, compression: &Co
     let mut calibration_graph = crate::onnx::import_file(model, &options)?;
     crate::passes::PassManager::canonicalize().run(&mut calibration_graph)?;
     let calibration = Calibration::load(data, &bound, compression.recipe.calibration.samples, &compression.normalize)?;
-    let compressed = compress(&mut calibration_graph, &compression.recipe, Some(&calibration))?;
+    // Quantization rewrites the graph rather than its weights, so it runs
+    // on `graph` itself after the other passes' edits are replayed.
+    let mut recipe = compression.recipe.clone();
+    let quantize = match recipe.passes.last() {
+        Some(PassSpec::Quantize(config)) => Some(config.clone()),
+        _ => None,
+    };
+    if quantize.is_some() {
+        recipe.passes.pop();
+    }
+    let compressed = compress(&mut calibration_graph, &recipe, Some(&calibration))?;
     apply(graph, &compressed.edits, "compression")?;
-    Ok(compressed.report)
+    let mut report = compressed.report;
+    if let Some(config) = quantize {
+        let start = Instant::now();
+        let batches = calibration.rebatched(shape[0]);
+        let quantization = crate::quant::quantize(graph, &config, &batches)?;
+        let (params, flops) = totals(graph);
+        report.recipe = compression.recipe.to_string();
+        report.passes.push(PassReport {
+            pass: "quantize".into(),
+            params_before: params,
+            params_after: params,
+            flops_before: flops,
+            flops_after: flops,
+            layers: Vec::new(),
+            refits: Vec::new(),
+            loaded: None,
+            quantization: Some(quantization),
+            output_error: None,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(report)
 }
 
 /// The batch that calibration runs use: the model's own when its file fixes
@@ -245,6 +276,7 @@ fn run_pass(
         layers: Vec::new(),
         refits: Vec::new(),
         loaded: None,
+        quantization: None,
         output_error: None,
         seconds: 0.0,
     };
@@ -277,6 +309,11 @@ fn run_pass(
             report.refits = distill::run(teacher, graph, &layers, &state.lineage, &state.sparse, spec, calibration)?;
             // The refits are already applied; record them as edits for replay.
             state.edits.extend(refit_edits(graph, &layers));
+            return Ok(report);
+        }
+        PassSpec::Quantize(config) => {
+            let batches = calibration.map(|c| c.batches.clone()).unwrap_or_default();
+            report.quantization = Some(crate::quant::quantize(graph, config, &batches)?);
             return Ok(report);
         }
         PassSpec::LoadWeights(spec) => {
@@ -347,7 +384,7 @@ fn check_plan(graph: &Graph, recipe: &Recipe) -> Result<()> {
                     return Err(at(Error::Recipe("no Linear layer matches the scope and layer patterns".into())));
                 }
             }
-            PassSpec::Distill(_) => {}
+            PassSpec::Distill(_) | PassSpec::Quantize(_) => {}
             PassSpec::LoadWeights(spec) => {
                 if !spec.path.is_file() {
                     return Err(at(Error::Recipe(format!("{} does not exist or is not a file", spec.path.display()))));

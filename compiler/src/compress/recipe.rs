@@ -70,6 +70,8 @@ pub enum PassSpec {
     Sparsify(SparsifySpec),
     Distill(DistillSpec),
     LoadWeights(LoadWeightsSpec),
+    /// INT8 quantization; it must be the last pass.
+    Quantize(crate::quant::QuantConfig),
 }
 
 impl PassSpec {
@@ -81,6 +83,7 @@ impl PassSpec {
             PassSpec::Sparsify(_) => "sparsify",
             PassSpec::Distill(_) => "distill",
             PassSpec::LoadWeights(_) => "load-weights",
+            PassSpec::Quantize(_) => "quantize",
         }
     }
 
@@ -91,6 +94,9 @@ impl PassSpec {
             PassSpec::Prune(spec) => matches!(spec.importance, Importance::Activation | Importance::Reconstruction),
             PassSpec::Sparsify(_) | PassSpec::LoadWeights(_) => false,
             PassSpec::Distill(_) => true,
+            PassSpec::Quantize(config) => {
+                config.activations == crate::quant::ActivationMode::Static || config.smoothing_alpha.is_some()
+            }
         }
     }
 }
@@ -383,6 +389,9 @@ impl Recipe {
         for (index, pass) in self.passes.iter().enumerate() {
             let at = |message: String| recipe_error(format!("pass {} ({}): {message}", index + 1, pass.kind()));
             validate_pass(pass).map_err(at)?;
+            if matches!(pass, PassSpec::Quantize(_)) && index + 1 != self.passes.len() {
+                return Err(at("quantize must be the last pass, after every pass that changes f32 weights".into()));
+            }
         }
         Ok(())
     }
@@ -447,6 +456,7 @@ fn validate_pass(pass: &PassSpec) -> std::result::Result<(), String> {
             }
             Ok(())
         }
+        PassSpec::Quantize(config) => config.validate().map_err(|e| e.to_string()),
         PassSpec::LoadWeights(spec) => {
             if spec.path.as_os_str().is_empty() {
                 return Err("path must name a .safetensors or .onnx file".into());

@@ -10,6 +10,7 @@ use super::distill::Refit;
 use super::weights::LoadReport;
 use crate::ir::summary::{Summary, node_flops};
 use crate::ir::{Graph, Op};
+use crate::tensor::DType;
 
 /// Parameters and FLOPs of one layer (a node with weights, or an Attention).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -23,13 +24,13 @@ pub fn layer_costs(graph: &Graph) -> BTreeMap<String, Cost> {
     let mut costs = BTreeMap::new();
     for id in graph.node_ids() {
         let node = graph.node(id);
-        if !matches!(node.op, Op::Linear | Op::Conv(_) | Op::Attention { .. } | Op::MatMul | Op::Gemm { .. }) {
+        if !matches!(node.op, Op::Linear | Op::QLinear | Op::Conv(_) | Op::Attention { .. } | Op::MatMul | Op::Gemm { .. }) {
             continue;
         }
         let params = node.inputs[1..]
             .iter()
             .flatten()
-            .filter(|v| graph.konst(**v).is_some())
+            .filter(|v| graph.konst(**v).is_some_and(|t| t.dtype().is_float() || t.dtype() == DType::I8))
             .map(|v| graph.fact(*v).numel() as u64)
             .sum();
         costs.insert(node.name.clone(), Cost { params, flops: node_flops(graph, id) });
@@ -111,6 +112,8 @@ pub struct PassReport {
     /// Refits made by a distill pass.
     pub refits: Vec<Refit>,
     pub loaded: Option<LoadReport>,
+    /// Scales and decisions of a quantize pass.
+    pub quantization: Option<crate::quant::QuantReport>,
     /// Against the teacher, after this pass; `None` without calibration data.
     pub output_error: Option<OutputError>,
     pub seconds: f64,
@@ -152,9 +155,15 @@ pub fn changes(
         .collect()
 }
 
+/// Parameters (float and INT8 constants) and FLOPs of a graph.
 pub fn totals(graph: &Graph) -> (u64, u64) {
     let summary = Summary::of(graph);
-    (summary.parameters, summary.flops)
+    let int8: u64 = graph
+        .value_ids()
+        .filter(|&v| graph.producer(v).op == Op::Constant && graph.fact(v).dtype == DType::I8)
+        .map(|v| graph.fact(v).numel() as u64)
+        .sum();
+    (summary.parameters + int8, summary.flops)
 }
 
 fn percent(before: u64, after: u64) -> String {
@@ -210,6 +219,11 @@ impl fmt::Display for CompressReport {
                     "  refit {:<26} ({:<8}) relative error {:.5} -> {:.5}",
                     refit.layer, refit.target, refit.relative_error_before, refit.relative_error_after
                 )?;
+            }
+            if let Some(quantization) = &pass.quantization {
+                for line in quantization.to_string().lines() {
+                    writeln!(f, "  {line}")?;
+                }
             }
             if let Some(loaded) = &pass.loaded {
                 writeln!(f, "  loaded {} tensor(s) from {}; {} unmatched, {} weight(s) kept", loaded.replaced.len(), loaded.source, loaded.unmatched.len(), loaded.kept)?;

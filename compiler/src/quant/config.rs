@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 
 /// Where activation scales come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum ActivationMode {
     /// Fixed at compile time from calibration data.
     Static,
@@ -18,7 +18,7 @@ pub enum ActivationMode {
 
 /// Scope of one dynamic scale.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum DynamicGranularity {
     PerTensor,
     /// One scale per row of the last axis (per token in a ViT).
@@ -27,7 +27,7 @@ pub enum DynamicGranularity {
 
 /// Scope of one weight scale.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum WeightGranularity {
     PerChannel,
     PerTensor,
@@ -35,7 +35,7 @@ pub enum WeightGranularity {
 
 /// How a static activation range is chosen from calibration statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum CalibrationMethod {
     /// The observed minimum and maximum.
     MinMax,
@@ -48,7 +48,7 @@ pub enum CalibrationMethod {
 
 /// Precision of one operator kind or one layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum Precision {
     F32,
     Int8,
@@ -69,7 +69,7 @@ pub const OP_KINDS: [&str; 4] = ["Linear", "LayerNorm", "Add", "Gelu"];
 /// for every Linear with min-max calibration, LayerNorm, residual Add and
 /// GELU kept in f32, and SmoothQuant smoothing with alpha 0.5.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
 pub struct QuantConfig {
     pub activations: ActivationMode,
     /// Used when `activations` is `dynamic`.

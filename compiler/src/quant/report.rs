@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::smooth::SmoothedNorm;
 
 /// One INT8 Linear layer.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LayerReport {
     pub name: String,
     /// `static` with its scale and zero point, or `dynamic per-token` / `dynamic per-tensor`.
@@ -24,7 +24,7 @@ pub struct LayerReport {
 }
 
 /// An operator left in f32, or given a quantize-dequantize pair.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PrecisionDecision {
     pub name: String,
     pub op: String,
@@ -33,7 +33,7 @@ pub struct PrecisionDecision {
 }
 
 /// What [`super::quantize`] did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct QuantReport {
     pub activations: String,
     pub weights: String,

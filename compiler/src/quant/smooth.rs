@@ -25,7 +25,7 @@ use crate::tensor::Tensor;
 const FACTOR_LIMIT: f32 = 1e4;
 
 /// One smoothed LayerNorm, for the report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SmoothedNorm {
     pub layer_norm: String,
     pub linears: Vec<String>,
