@@ -1,5 +1,6 @@
 //! Command-line arguments and the dispatch to each command.
 
+mod analyze;
 mod bench;
 mod build;
 mod compress;
@@ -40,6 +41,9 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Measure a classifier's accuracy on a labeled dataset.
     Eval(eval::EvalArgs),
+    /// Prune one attention or MLP unit at a time and measure the output
+    /// error, to choose compression ratios from data.
+    Analyze(analyze::AnalyzeArgs),
 }
 
 /// Options shared by every command that imports a model.
@@ -120,6 +124,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Build(args) => build::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Analyze(args) => analyze::run(args),
     }
 }
 

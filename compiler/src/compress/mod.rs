@@ -10,6 +10,7 @@
 //! replays onto the same model bound to another batch size (see
 //! [`compress_for`]).
 
+pub mod analyze;
 pub mod calib;
 mod distill;
 pub mod edit;

@@ -1,0 +1,199 @@
+//! Sensitivity analysis: prune one unit at a time and measure what the
+//! model's output loses on calibration data, then optionally search for
+//! per-unit ratios that stay within an agreement budget.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use super::calib::{Calibration, run_rows};
+use super::recipe::{DistillSpec, Importance, PassSpec, PruneSpec, Recipe};
+use super::report::OutputError;
+use super::{Units, compress, encoder_flops, encoder_names};
+use crate::error::Result;
+use crate::ir::Graph;
+
+/// Settings of one analysis.
+#[derive(Clone, Debug)]
+pub struct AnalyzeOptions {
+    /// Fractions of each unit's heads or neurons tried, one at a time.
+    pub ratios: Vec<f64>,
+    pub importance: Importance,
+    /// Refit the pruned unit before measuring.
+    pub distill: bool,
+    /// Largest loss of top-1 agreement with the original model, in
+    /// percentage points, that the searched recipe may cost.
+    pub max_drop: Option<f64>,
+}
+
+/// The effect of pruning one unit by one ratio.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnitResult {
+    pub unit: String,
+    pub ratio: f64,
+    /// Fraction of the encoder's FLOPs removed.
+    pub flops_saved: f64,
+    pub error: OutputError,
+}
+
+/// A searched recipe and what it measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct SearchResult {
+    pub max_drop: f64,
+    pub ratios: BTreeMap<String, f64>,
+    pub flops_saved: f64,
+    pub error: OutputError,
+    /// The recipe as TOML, ready to save and pass to `--recipe`.
+    pub recipe: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Sensitivity {
+    pub samples: usize,
+    pub importance: String,
+    pub distill: bool,
+    pub units: Vec<UnitResult>,
+    pub search: Option<SearchResult>,
+}
+
+/// Runs the analysis on a canonical graph bound to the calibration batch.
+pub fn analyze(graph: &Graph, calibration: &Calibration, options: &AnalyzeOptions) -> Result<Sensitivity> {
+    calibration.check_against(graph)?;
+    let units = Units::find(graph);
+    let names = encoder_names(graph);
+    let total = encoder_flops(graph, &names) as f64;
+    let (teacher, _) = run_rows(graph, calibration, &[], "original model")?;
+    let classifier = graph.outputs().first().is_some_and(|&v| graph.fact(v).rank() == 2);
+
+    let mut results = Vec::new();
+    for unit in units.names() {
+        for &ratio in &options.ratios {
+            let ratios = BTreeMap::from([(unit.to_string(), ratio)]);
+            let Ok(recipe) = prune_recipe(&ratios, options) else { continue };
+            let mut student = graph.clone();
+            // A ratio that would empty a unit is skipped, not an error.
+            if let Err(error) = compress(&mut student, &recipe, Some(calibration)) {
+                tracing::warn!(unit, ratio, %error, "unit skipped");
+                continue;
+            }
+            let (rows, _) = run_rows(&student, calibration, &[], unit)?;
+            let saved = 1.0 - encoder_flops(&student, &names) as f64 / total;
+            let error = OutputError::measure(&rows, &teacher, calibration.samples(), classifier);
+            tracing::info!(unit, ratio, saved, "unit measured");
+            results.push(UnitResult { unit: unit.to_string(), ratio, flops_saved: saved, error });
+        }
+    }
+
+    let search = match options.max_drop {
+        Some(budget) if classifier => Some(search(graph, calibration, options, &results, budget, &teacher, &names, total)?),
+        _ => None,
+    };
+    Ok(Sensitivity {
+        samples: calibration.samples(),
+        importance: format!("{:?}", options.importance).to_lowercase(),
+        distill: options.distill,
+        units: results,
+        search,
+    })
+}
+
+fn prune_recipe(ratios: &BTreeMap<String, f64>, options: &AnalyzeOptions) -> Result<Recipe> {
+    let mut spec: PruneSpec = toml::from_str("").expect("an empty prune table is valid");
+    spec.layers = ratios.clone();
+    spec.importance = options.importance;
+    let mut passes = vec![PassSpec::Prune(spec)];
+    if options.distill {
+        passes.push(PassSpec::Distill(toml::from_str::<DistillSpec>("").expect("an empty distill table is valid")));
+    }
+    let recipe = Recipe { passes, ..Recipe::default() };
+    recipe.validate()?;
+    Ok(recipe)
+}
+
+fn agreement_drop(error: &OutputError) -> f64 {
+    (1.0 - error.top1_agreement.unwrap_or(1.0)) * 100.0
+}
+
+/// Greedy search: each unit takes at most one ratio; choices are added in
+/// order of agreement lost per FLOP saved, while the sum of the measured
+/// single-unit losses stays within the budget. The combined recipe is then
+/// measured; if it loses more than the budget, the last choice is undone
+/// until it fits.
+#[allow(clippy::too_many_arguments)]
+fn search(
+    graph: &Graph,
+    calibration: &Calibration,
+    options: &AnalyzeOptions,
+    results: &[UnitResult],
+    budget: f64,
+    teacher: &super::calib::Rows,
+    names: &[String],
+    total: f64,
+) -> Result<SearchResult> {
+    let mut candidates: Vec<&UnitResult> = results.iter().filter(|r| r.flops_saved > 0.0).collect();
+    candidates.sort_by(|a, b| {
+        let cost = |r: &UnitResult| agreement_drop(&r.error).max(0.0) / r.flops_saved;
+        cost(a).total_cmp(&cost(b)).then(b.flops_saved.total_cmp(&a.flops_saved))
+    });
+    let mut chosen: Vec<&UnitResult> = Vec::new();
+    let mut spent = 0.0;
+    for candidate in candidates {
+        let drop = agreement_drop(&candidate.error).max(0.0);
+        if chosen.iter().any(|c| c.unit == candidate.unit) || spent + drop > budget {
+            continue;
+        }
+        spent += drop;
+        chosen.push(candidate);
+    }
+
+    loop {
+        let ratios: BTreeMap<String, f64> = chosen.iter().map(|c| (c.unit.clone(), c.ratio)).collect();
+        let recipe = prune_recipe(&ratios, options)?;
+        let mut student = graph.clone();
+        if !ratios.is_empty() {
+            compress(&mut student, &recipe, Some(calibration))?;
+        }
+        let (rows, _) = run_rows(&student, calibration, &[], "searched recipe")?;
+        let error = OutputError::measure(&rows, teacher, calibration.samples(), true);
+        if agreement_drop(&error) <= budget || chosen.is_empty() {
+            let flops_saved = 1.0 - encoder_flops(&student, names) as f64 / total;
+            let text = toml::to_string(&recipe).unwrap_or_default();
+            return Ok(SearchResult { max_drop: budget, ratios, flops_saved, error, recipe: text });
+        }
+        chosen.pop();
+    }
+}
+
+impl fmt::Display for Sensitivity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let refit = if self.distill { ", each refit by distill" } else { "" };
+        writeln!(f, "sensitivity on {} calibration samples ({} importance{refit})", self.samples, self.importance)?;
+        writeln!(f, "{:<28} {:>6} {:>12} {:>10} {:>10} {:>10}", "unit", "ratio", "FLOPs saved", "agreement", "rel.error", "cosine")?;
+        for r in &self.units {
+            let agreement = r.error.top1_agreement.map_or("-".to_string(), |a| format!("{:.2}%", a * 100.0));
+            writeln!(
+                f,
+                "{:<28} {:>6.2} {:>11.1}% {:>10} {:>10.4} {:>10.5}",
+                r.unit,
+                r.ratio,
+                r.flops_saved * 100.0,
+                agreement,
+                r.error.relative_error,
+                r.error.cosine_mean
+            )?;
+        }
+        if let Some(search) = &self.search {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "search within {:.2} points of agreement: {:.1}% of encoder FLOPs saved, agreement {:.2}%",
+                search.max_drop,
+                search.flops_saved * 100.0,
+                search.error.top1_agreement.unwrap_or(1.0) * 100.0
+            )?;
+            writeln!(f, "recipe:\n{}", search.recipe)?;
+        }
+        Ok(())
+    }
+}
