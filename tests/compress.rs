@@ -253,3 +253,47 @@ fn mnist_low_rank_mlp() {
     assert!(cut >= 0.30 - 0.01, "MLP parameters cut by {:.1}%", cut * 100.0);
     assert!(drop <= 0.5, "low-rank model loses {drop:.2} points");
 }
+
+#[test]
+fn sensitivity_analysis_and_search() {
+    use vitc::compress::analyze::{AnalyzeOptions, analyze};
+    use vitc::compress::recipe::Importance;
+
+    let graph = mnist_graph(32);
+    let calibration = calibration(128);
+    let options = AnalyzeOptions {
+        ratios: vec![0.25, 0.75],
+        importance: Importance::Reconstruction,
+        distill: false,
+        max_drop: Some(1.0),
+    };
+    let sensitivity = analyze(&graph, &calibration, &options).expect("analysis runs");
+    println!("{sensitivity}");
+
+    // Every attention and MLP unit is measured at both ratios, and the
+    // larger ratio always saves more FLOPs.
+    let units: std::collections::BTreeSet<&str> = sensitivity.units.iter().map(|r| r.unit.as_str()).collect();
+    assert!(units.len() >= 4, "units measured: {units:?}");
+    assert_eq!(sensitivity.units.len(), units.len() * 2);
+    for pair in sensitivity.units.chunks(2) {
+        assert_eq!(pair[0].unit, pair[1].unit);
+        assert!(pair[1].error.relative_error > 0.0, "{} lost nothing at 0.75", pair[1].unit);
+        assert!(pair[1].flops_saved > pair[0].flops_saved && pair[0].flops_saved > 0.0);
+    }
+    // Units differ in how much pruning costs them; a constant would mean
+    // the measurement does not see the model.
+    let errors: Vec<f64> = sensitivity.units.iter().map(|r| r.error.relative_error).collect();
+    assert!(errors.iter().any(|&e| (e - errors[0]).abs() > 1e-3), "{errors:?}");
+
+    // The searched recipe stays within the budget, saves FLOPs, and gives the
+    // same saving when parsed back and applied.
+    let search = sensitivity.search.expect("--max-drop searches on a classifier");
+    let agreement = search.error.top1_agreement.expect("classifier agreement");
+    assert!((1.0 - agreement) * 100.0 <= 1.0, "agreement {agreement}");
+    assert!(search.flops_saved > 0.05, "searched recipe saves {:.3}", search.flops_saved);
+    let recipe = Recipe::from_toml_str(&search.recipe).expect("searched recipe parses");
+    let mut student = graph.clone();
+    let report = compress(&mut student, &recipe, Some(&calibration)).expect("searched recipe applies").report;
+    let saved = 1.0 - report.encoder_flops_after as f64 / report.encoder_flops_before as f64;
+    assert!((saved - search.flops_saved).abs() < 1e-9, "applied recipe saves {saved}, search said {}", search.flops_saved);
+}
