@@ -297,3 +297,40 @@ fn sensitivity_analysis_and_search() {
     let saved = 1.0 - report.encoder_flops_after as f64 / report.encoder_flops_before as f64;
     assert!((saved - search.flops_saved).abs() < 1e-9, "applied recipe saves {saved}, search said {}", search.flops_saved);
 }
+
+#[test]
+fn block_sparse_build_skips_tiles_and_matches_interpreter() {
+    use vitc::codegen::jit::JitModel;
+    use vitc::lower::Program;
+
+    let mut graph = mnist_graph(32);
+    let recipe = "[[pass]]\nkind = \"sparsify\"\nsparsity = 0.5\nblock = 4\nblock-rows = 8\n";
+    let report = compress(&mut graph, &Recipe::from_toml_str(recipe).unwrap(), None).unwrap().report;
+    let sparsified = report.passes[0].layers.len();
+    let program = Program::lower(&graph).unwrap();
+    let sparse: Vec<String> =
+        program.steps.iter().filter(|s| s.kernel.name() == "sparse_gemm").map(|s| s.kernel.to_string()).collect();
+    println!("{}", sparse.join("\n"));
+    assert_eq!(sparse.len(), sparsified, "every sparsified layer gets the block-sparse kernel");
+    // Half the tiles are gone, so the generated code does about half the
+    // work in those layers.
+    for line in &sparse {
+        let tiles = line.split("tiles=").nth(1).unwrap().split_whitespace().next().unwrap();
+        let (kept, total) = tiles.split_once('/').unwrap();
+        let kept_fraction = kept.parse::<f64>().unwrap() / total.parse::<f64>().unwrap();
+        assert!((kept_fraction - 0.5).abs() < 0.02, "{line}");
+    }
+
+    let batch = calibration(32).batches.remove(0);
+    let expected = vitc::interp::run(&graph, &[(graph.inputs()[0], batch.clone())]).unwrap().remove(0);
+    let expected = expected.as_f32().unwrap();
+    let data: Vec<f32> = batch.as_f32().unwrap().iter().copied().collect();
+    let mut jit = JitModel::compile(&program, "sparse").unwrap();
+    let pool = vitc_runtime::ThreadPool::new(2).unwrap();
+    let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for pool in [None, Some(&pool)] {
+        let out = jit.model.run_simple(&data, pool).unwrap();
+        let diff = out.iter().zip(expected.iter()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(diff / scale < 1e-4, "JIT differs from the interpreter by {diff} (scale {scale})");
+    }
+}

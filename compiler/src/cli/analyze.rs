@@ -35,7 +35,7 @@ pub struct AnalyzeArgs {
     #[arg(long, value_delimiter = ',', default_values_t = [0.25, 0.5, 0.75])]
     pub ratio: Vec<f64>,
 
-    /// How heads and neurons are ranked.
+    /// Ranking of heads and neurons.
     #[arg(long, value_enum, default_value_t = ImportanceArg::Reconstruction)]
     pub importance: ImportanceArg,
 

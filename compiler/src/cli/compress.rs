@@ -82,9 +82,11 @@ pub struct CompressArgs {
     #[arg(long, value_name = "F", help_heading = "Compression")]
     pub sparsity: Option<f64>,
 
-    /// Consecutive input weights zeroed together by --sparsity.
-    #[arg(long, value_name = "N", default_value_t = 1, help_heading = "Compression")]
-    pub sparsity_block: usize,
+    /// Weights zeroed together by --sparsity: N consecutive inputs of one
+    /// output, or ROWSxN (outputs x inputs). 8x4 matches the tiles that the
+    /// block-sparse GEMM skips.
+    #[arg(long, value_name = "N|ROWSxN", default_value = "1", value_parser = parse_block, help_heading = "Compression")]
+    pub sparsity_block: (usize, usize),
 
     /// Refit the compressed layers to the original model's outputs on the
     /// calibration data (a distill pass, run last).
@@ -161,7 +163,7 @@ impl CompressArgs {
         if let Some(sparsity) = self.sparsity {
             let mut spec: SparsifySpec = toml::from_str("sparsity = 0.0").expect("valid sparsify table");
             spec.sparsity = sparsity;
-            spec.block = self.sparsity_block;
+            (spec.block_rows, spec.block) = self.sparsity_block;
             passes.push(PassSpec::Sparsify(spec));
         }
         if self.distill {
@@ -192,4 +194,14 @@ fn scope_of(scope: ScopeArg) -> Scope {
 pub fn normalize_for(model: &Path) -> Result<NormalizeOptions> {
     let spec = vitc::data::PreprocessSpec::for_model(model)?.unwrap_or_default();
     Ok(NormalizeOptions { mean: spec.mean.clone(), std: spec.std.clone(), layout: spec.layout() })
+}
+
+/// Parses `--sparsity-block`: `N` (one row of N inputs) or `ROWSxN`.
+fn parse_block(text: &str) -> std::result::Result<(usize, usize), String> {
+    let number = |part: &str| part.trim().parse::<usize>().ok().filter(|&v| v > 0);
+    let parsed = match text.split_once(['x', 'X']) {
+        Some((rows, cols)) => number(rows).zip(number(cols)),
+        None => number(text).map(|cols| (1, cols)),
+    };
+    parsed.ok_or_else(|| format!("expected N or ROWSxN with positive integers (e.g. 4 or 8x4), got {text:?}"))
 }

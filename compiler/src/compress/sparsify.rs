@@ -1,10 +1,15 @@
 //! Unstructured magnitude pruning.
 //!
-//! Weights are zeroed in blocks of `block` consecutive input columns of one
-//! output row, ranked by their L2 norm (single weights when `block = 1`).
-//! The zeros only save time where the GEMM can skip them: the lowering
-//! picks a block-sparse GEMM for a weight whose `8 x 4` packed tiles are
-//! empty often enough, and the build report says which layers got it.
+//! Weights are zeroed in blocks of `block-rows` outputs by `block`
+//! consecutive inputs, ranked by their L2 norm (single weights when both
+//! are 1). The zeros only save time where the GEMM can skip them: the
+//! lowering picks a block-sparse GEMM for a weight whose packed tiles of
+//! 8 outputs by 4 inputs are empty often enough (see
+//! `lower::select::sparse`), so `block-rows = 8, block = 4` is the pattern
+//! that pays. Finer patterns leave most tiles with a nonzero weight; they
+//! get the sparse kernel only where whole tiles happen to be empty. The
+//! build report counts the `sparse_gemm` kernels, and `NAME.program.txt`
+//! gives each layer's kept tiles.
 
 use super::PassOutcome;
 use super::edit::Edit;
@@ -14,56 +19,73 @@ use crate::error::{Error, Result};
 use crate::ir::{Graph, NodeId};
 use crate::tensor::Tensor;
 
+/// Block grid of one `[rows, cols]` weight.
+struct Grid {
+    rows: usize,
+    cols: usize,
+    block_rows: usize,
+    block_cols: usize,
+}
+
+impl Grid {
+    fn blocks(&self) -> (usize, usize) {
+        (self.rows.div_ceil(self.block_rows), self.cols.div_ceil(self.block_cols))
+    }
+
+    /// Flat indices of the weights in block `index` (row-major over blocks).
+    fn members(&self, index: usize) -> impl Iterator<Item = usize> + '_ {
+        let per_row = self.blocks().1;
+        let (rb, cb) = (index / per_row, index % per_row);
+        let rows = rb * self.block_rows..((rb + 1) * self.block_rows).min(self.rows);
+        let cols = cb * self.block_cols..((cb + 1) * self.block_cols).min(self.cols);
+        rows.flat_map(move |r| cols.clone().map(move |c| r * self.cols + c))
+    }
+}
+
 pub fn run(graph: &Graph, layers: &[NodeId], spec: &SparsifySpec) -> Result<PassOutcome> {
     if layers.is_empty() {
         return Err(Error::Recipe("sparsify: no Linear layer matches the scope and layer patterns".into()));
     }
-    // Block norms of every selected layer: (layer, row, first column, norm).
-    let mut blocks: Vec<Vec<f32>> = Vec::new();
+    // Block norms of every selected layer, row-major over blocks.
+    let mut norms_of = Vec::new();
     let mut weights = Vec::new();
     for &node in layers {
         let weight = linear_weight(graph, node).as_f32().ok_or_else(|| Error::Compress("sparsify needs f32 weights".into()))?;
-        let (rows, cols) = (weight.shape()[0], weight.shape()[1]);
+        let grid = Grid { rows: weight.shape()[0], cols: weight.shape()[1], block_rows: spec.block_rows, block_cols: spec.block };
         let data: Vec<f32> = weight.iter().copied().collect();
-        let per_row = cols.div_ceil(spec.block);
-        let mut norms = Vec::with_capacity(rows * per_row);
-        for r in 0..rows {
-            for b in 0..per_row {
-                let range = r * cols + b * spec.block..r * cols + ((b + 1) * spec.block).min(cols);
-                norms.push(data[range].iter().map(|w| w * w).sum::<f32>().sqrt());
-            }
-        }
-        blocks.push(norms);
-        weights.push((data, rows, cols));
+        let (row_blocks, col_blocks) = grid.blocks();
+        let norms: Vec<f32> =
+            (0..row_blocks * col_blocks).map(|b| grid.members(b).map(|i| data[i] * data[i]).sum::<f32>().sqrt()).collect();
+        norms_of.push(norms);
+        weights.push((data, grid));
     }
 
     let thresholds: Vec<f32> = match spec.granularity {
-        SparsityGranularity::Layer => blocks.iter().map(|norms| threshold(norms, spec.sparsity)).collect(),
+        SparsityGranularity::Layer => norms_of.iter().map(|norms| threshold(norms, spec.sparsity)).collect(),
         SparsityGranularity::Global => {
-            let all: Vec<f32> = blocks.iter().flatten().copied().collect();
-            vec![threshold(&all, spec.sparsity); blocks.len()]
+            let all: Vec<f32> = norms_of.iter().flatten().copied().collect();
+            vec![threshold(&all, spec.sparsity); norms_of.len()]
         }
     };
 
     let mut outcome = PassOutcome::default();
-    for (((&node, norms), (mut data, rows, cols)), limit) in layers.iter().zip(&blocks).zip(weights).zip(thresholds) {
-        let per_row = cols.div_ceil(spec.block);
+    for (((&node, norms), (mut data, grid)), limit) in layers.iter().zip(&norms_of).zip(weights).zip(thresholds) {
         for (index, &norm) in norms.iter().enumerate() {
             if norm < limit {
-                let (r, b) = (index / per_row, index % per_row);
-                let range = r * cols + b * spec.block..r * cols + ((b + 1) * spec.block).min(cols);
-                data[range].fill(0.0);
+                for i in grid.members(index).collect::<Vec<_>>() {
+                    data[i] = 0.0;
+                }
             }
         }
         let zeros = data.iter().filter(|w| **w == 0.0).count();
         let name = graph.node(node).name.clone();
-        let weight = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[rows, cols]), data).expect("shape matches data");
+        let weight = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[grid.rows, grid.cols]), data).expect("shape matches data");
         outcome.edits.push(Edit::Linear {
             node: name.clone(),
             weight: Tensor::F32(weight).into(),
             bias: linear_bias(graph, node).cloned().map(Into::into),
         });
-        outcome.details.insert(name.clone(), format!("sparsity {:.3}", zeros as f64 / (rows * cols) as f64));
+        outcome.details.insert(name.clone(), format!("sparsity {:.3}", zeros as f64 / (grid.rows * grid.cols) as f64));
         outcome.refit.push(name.clone());
         outcome.sparse.push(name);
     }

@@ -57,6 +57,11 @@ pub enum Kernel {
     /// packed in panels of [`GEMM_NR`] columns (`[n / NR][k][NR]`, the last
     /// panel zero-padded). Operands: `C, A, B, bias?, residual?`.
     Gemm { m: usize, n: usize, k: usize, bias: bool, activation: Activation, residual: bool },
+    /// [`Kernel::Gemm`] over a block-sparse `B`: of the `total` tiles of 4
+    /// k by [`GEMM_NR`] columns, only the `kept` nonzero ones are stored,
+    /// and the others are skipped. Operands: `C, A, B tiles, tile table,
+    /// bias?, residual?` (layout in `lower::select::sparse`).
+    SparseGemm { m: usize, n: usize, k: usize, bias: bool, activation: Activation, residual: bool, kept: usize, total: usize },
     /// Multi-head self-attention core on `[batch, tokens, heads * head_dim]`
     /// operands, one task per (batch, head). Operands: `out, q, k, v,
     /// scratch`, where scratch has [`attention_scratch`] floats per task.
@@ -144,6 +149,7 @@ impl Kernel {
     pub fn name(&self) -> &'static str {
         match self {
             Kernel::Gemm { .. } => "gemm",
+            Kernel::SparseGemm { .. } => "sparse_gemm",
             Kernel::Attention { .. } => "attention",
             Kernel::LayerNorm { .. } => "layernorm",
             Kernel::Softmax { .. } => "softmax",
@@ -168,6 +174,8 @@ impl Kernel {
         let f = |x: usize| x as u64;
         match self {
             Kernel::Gemm { m, n, k, .. } | Kernel::QGemm { m, n, k, .. } => 2 * f(*m) * f(*n) * f(*k),
+            // Only the kept tiles are multiplied.
+            Kernel::SparseGemm { m, n, k, kept, total, .. } => 2 * f(*m) * f(*n) * f(*k) * f(*kept) / f(*total).max(1),
             Kernel::Quantize { len, .. } | Kernel::Dequantize { len, .. } => 2 * f(*len),
             Kernel::DynamicQuantize { rows, cols } => 4 * f(*rows) * f(*cols),
             Kernel::Attention { batch, tokens, heads, head_dim, .. } => {
@@ -189,6 +197,19 @@ impl fmt::Display for Kernel {
         match self {
             Kernel::Gemm { m, n, k, bias, activation, residual } => {
                 write!(f, "gemm m={m} n={n} k={k}")?;
+                if *bias {
+                    write!(f, " +bias")?;
+                }
+                if *activation != Activation::None {
+                    write!(f, " {activation:?}")?;
+                }
+                if *residual {
+                    write!(f, " +residual")?;
+                }
+                Ok(())
+            }
+            Kernel::SparseGemm { m, n, k, bias, activation, residual, kept, total } => {
+                write!(f, "sparse_gemm m={m} n={n} k={k} tiles={kept}/{total}")?;
                 if *bias {
                     write!(f, " +bias")?;
                 }

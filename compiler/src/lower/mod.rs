@@ -19,6 +19,8 @@ mod select;
 use std::fmt;
 
 pub use kernel::{Kernel, UnaryFn};
+pub use select::pack_panels;
+pub use select::sparse::{SparsePanels, sparse_panels};
 
 use crate::error::Result;
 use crate::ir::Graph;

@@ -286,7 +286,7 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
 }
 
 /// Packs `B[k, n]`, given as a closure, into GEMM panels `[n / NR][k][NR]`.
-pub(super) fn pack_panels(k: usize, n: usize, b: impl Fn(usize, usize) -> f32) -> Vec<f32> {
+pub fn pack_panels(k: usize, n: usize, b: impl Fn(usize, usize) -> f32) -> Vec<f32> {
     let panels = n.div_ceil(GEMM_NR);
     let mut packed = vec![0.0; panels * k * GEMM_NR];
     for p in 0..panels {
@@ -350,8 +350,16 @@ impl Selector<'_> {
         }
 
         let a = self.slot_of(x)?;
-        let b = self.add_weight(&format!("{}/packed", graph.node(node).name), packed);
-        let mut args = vec![0, a, b];
+        let name = &graph.node(node).name;
+        let sparse = sparse::sparse_panels(&packed, k, n);
+        let mut args = match sparse {
+            Some(ref tiles) => {
+                let b = self.add_weight(&format!("{name}/tiles"), tiles.tiles.clone());
+                let table = self.add_weight(&format!("{name}/tile_table"), tiles.index.clone());
+                vec![0, a, b, table]
+            }
+            None => vec![0, a, self.add_weight(&format!("{name}/packed"), packed)],
+        };
         let bias = match graph.node(node).inputs.get(2).copied().flatten() {
             Some(bias) => {
                 args.push(self.gemm_bias(bias, n)?);
@@ -363,7 +371,11 @@ impl Selector<'_> {
             args.push(slot);
         }
         args[0] = self.result_slot(result);
-        let kernel = Kernel::Gemm { m, n, k, bias, activation, residual: residual.is_some() };
+        let residual = residual.is_some();
+        let kernel = match sparse {
+            Some(tiles) => Kernel::SparseGemm { m, n, k, bias, activation, residual, kept: tiles.kept, total: tiles.total },
+            None => Kernel::Gemm { m, n, k, bias, activation, residual },
+        };
         self.push(node, kernel, args);
         Ok(())
     }
@@ -622,3 +634,4 @@ impl Selector<'_> {
 
 mod conv;
 mod quant;
+pub mod sparse;

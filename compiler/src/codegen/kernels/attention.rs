@@ -60,6 +60,7 @@ pub fn emit(kb: &mut Kb, tokens: usize, heads: usize, head_dim: usize, scale: f3
         residual: None,
         scale,
         activation: Activation::None,
+        tiles: None,
     };
     let t_panels = kb.iconst(tokens.div_ceil(GEMM_NR) as i64);
     emit_block(kb, &score_call, zero, rows, zero, t_panels);
@@ -84,6 +85,7 @@ pub fn emit(kb: &mut Kb, tokens: usize, heads: usize, head_dim: usize, scale: f3
         residual: None,
         scale: 1.0,
         activation: Activation::None,
+        tiles: None,
     };
     let d_panels = kb.iconst(padded_dim.div_ceil(GEMM_NR) as i64);
     emit_block(kb, &context_call, zero, rows, zero, d_panels);

@@ -8,6 +8,11 @@
 //! tile run through the same code with one row. The epilogue scales, adds
 //! the bias, applies GELU, adds the residual and stores; the last panel of
 //! a width that is not a multiple of 8 stores lane by lane.
+//!
+//! The block-sparse form ([`emit_sparse_kernel`]) runs the same tiles and
+//! epilogue over a weight whose empty `4 x 8` tiles were dropped at compile
+//! time (`lower::select::sparse`): for each panel it walks the kept tiles,
+//! and a table gives each tile's offset into the rows of A.
 
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value, types};
 
@@ -42,6 +47,8 @@ pub struct GemmCall {
     pub residual: Option<Value>,
     pub scale: f32,
     pub activation: Activation,
+    /// Tile table of a block-sparse `b` (see [`emit_sparse_kernel`]).
+    pub tiles: Option<Value>,
 }
 
 /// Emits the GEMM over rows `row_start..row_end` and panels
@@ -66,6 +73,9 @@ const K_UNROLL: usize = 4;
 
 /// Emits one `rows x 8` tile at (`row`, `panel`).
 fn tile(kb: &mut Kb, call: &GemmCall, row: Value, panel: Value, rows: usize) {
+    if let Some(table) = call.tiles {
+        return sparse_tile(kb, call, table, row, panel, rows);
+    }
     let panel_bytes = (call.k * GEMM_NR * 4) as i64;
     let b_panel = kb.offset(call.b, panel, panel_bytes);
     let a_row0 = {
@@ -105,6 +115,41 @@ fn tile(kb: &mut Kb, call: &GemmCall, row: Value, panel: Value, rows: usize) {
     }
 
     epilogue(kb, call, row, panel, rows, &state[2..]);
+}
+
+/// The block-sparse tile: `table` holds the first kept tile of each panel
+/// (one u32 per panel, and one past the last), then for each kept tile the
+/// byte offset of its first k in a row of A.
+fn sparse_tile(kb: &mut Kb, call: &GemmCall, table: Value, row: Value, panel: Value, rows: usize) {
+    let tile_bytes = (K_UNROLL * GEMM_NR * 4) as i64;
+    let start_ptr = kb.offset(table, panel, 4);
+    let first = kb.b.ins().uload32(mem_readonly(), start_ptr, 0);
+    let last = kb.b.ins().uload32(mem_readonly(), start_ptr, 4);
+    let a_row0 = {
+        let row_elems = kb.b.ins().imul_imm_s(row, call.lda);
+        kb.offset(call.a, row_elems, 4)
+    };
+    let panels = call.n.div_ceil(GEMM_NR) as i64;
+    let offsets = kb.b.ins().iadd_imm_s(table, (panels + 1) * 4);
+
+    let zero = kb.splat(0.0);
+    let b_first = kb.offset(call.b, first, tile_bytes);
+    let mut init = vec![b_first];
+    init.extend(std::iter::repeat_n(zero, rows * 2));
+    let mut types = vec![I64];
+    types.extend(std::iter::repeat_n(F32X4, rows * 2));
+    let state = kb.fold_range(first, last, 1, &init, &types, |kb, j, carried| {
+        let b_ptr = carried[0];
+        let offset_ptr = kb.offset(offsets, j, 4);
+        let offset = kb.b.ins().uload32(mem_readonly(), offset_ptr, 0);
+        let a_ptr = kb.b.ins().iadd(a_row0, offset);
+        let mut acc = carried[1..].to_vec();
+        multiply_block(kb, call, a_ptr, b_ptr, rows, &mut acc);
+        let mut next = vec![kb.b.ins().iadd_imm_s(b_ptr, tile_bytes)];
+        next.extend(acc);
+        next
+    });
+    epilogue(kb, call, row, panel, rows, &state[1..]);
 }
 
 /// Four steps of k at once: each row's four A values come in one vector
@@ -237,10 +282,22 @@ pub fn task_count(m: usize, n: usize) -> u32 {
 
 /// Emits the whole-operator GEMM kernel: operands `C, A, B, bias?, residual?`.
 pub fn emit_kernel(kb: &mut Kb, m: usize, n: usize, k: usize, bias: bool, activation: Activation, residual: bool) {
+    emit_operator(kb, m, n, k, bias, activation, residual, false);
+}
+
+/// Emits the block-sparse GEMM kernel: operands `C, A, B tiles, tile
+/// table, bias?, residual?` (`Kernel::SparseGemm`). `k` is a multiple of 4.
+pub fn emit_sparse_kernel(kb: &mut Kb, m: usize, n: usize, k: usize, bias: bool, activation: Activation, residual: bool) {
+    emit_operator(kb, m, n, k, bias, activation, residual, true);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit_operator(kb: &mut Kb, m: usize, n: usize, k: usize, bias: bool, activation: Activation, residual: bool, sparse: bool) {
     let c = kb.arg(0);
     let a = kb.arg(1);
     let b = kb.arg(2);
-    let mut next = 3;
+    let tiles = sparse.then(|| kb.arg(3));
+    let mut next = if sparse { 4 } else { 3 };
     let bias_ptr = bias.then(|| {
         next += 1;
         kb.arg(next - 1)
@@ -262,6 +319,6 @@ pub fn emit_kernel(kb: &mut Kb, m: usize, n: usize, k: usize, bias: bool, activa
     let panels_v = kb.iconst(panels);
     let panel_end = kb.b.ins().smin(panel_end, panels_v);
 
-    let call = GemmCall { a, lda: k as i64, b, k, n, c, ldc: n as i64, bias: bias_ptr, residual: residual_ptr, scale: 1.0, activation };
+    let call = GemmCall { a, lda: k as i64, b, k, n, c, ldc: n as i64, bias: bias_ptr, residual: residual_ptr, scale: 1.0, activation, tiles };
     emit_block(kb, &call, row_start, row_end, panel_start, panel_end);
 }

@@ -20,7 +20,7 @@ const ROWS_PER_TASK: usize = 32;
 /// Number of tasks a call of `kernel` is split into (1 runs it directly).
 pub fn task_count(kernel: &Kernel) -> u32 {
     match kernel {
-        Kernel::Gemm { m, n, .. } => gemm::task_count(*m, *n),
+        Kernel::Gemm { m, n, .. } | Kernel::SparseGemm { m, n, .. } => gemm::task_count(*m, *n),
         Kernel::Attention { batch, heads, .. } => (batch * heads) as u32,
         Kernel::LayerNorm { rows, .. } | Kernel::Softmax { rows, .. } => rows.div_ceil(ROWS_PER_TASK) as u32,
         Kernel::Unary { len, .. } => len.div_ceil(ELEMENTS_PER_TASK) as u32,
@@ -37,6 +37,9 @@ pub fn emit(kb: &mut Kb, kernel: &Kernel) {
     let tasks = task_count(kernel) as usize;
     match kernel {
         Kernel::Gemm { m, n, k, bias, activation, residual } => gemm::emit_kernel(kb, *m, *n, *k, *bias, *activation, *residual),
+        Kernel::SparseGemm { m, n, k, bias, activation, residual, .. } => {
+            gemm::emit_sparse_kernel(kb, *m, *n, *k, *bias, *activation, *residual)
+        }
         Kernel::Attention { batch: _, tokens, heads, head_dim, scale } => {
             attention::emit(kb, *tokens, *heads, *head_dim, *scale)
         }
