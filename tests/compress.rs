@@ -334,3 +334,20 @@ fn block_sparse_build_skips_tiles_and_matches_interpreter() {
         assert!(diff / scale < 1e-4, "JIT differs from the interpreter by {diff} (scale {scale})");
     }
 }
+
+#[test]
+fn low_rank_factors_quantize_to_int8() {
+    // The two factors of a low-rank layer are chained Linear layers: the
+    // second reads the first's output, which quantization rewrites.
+    let mut graph = mnist_graph(32);
+    let recipe = "[[pass]]\nkind = \"low-rank\"\nparam-cut = 0.3\n[[pass]]\nkind = \"quantize\"\n";
+    let calibration = calibration(64);
+    let report = compress(&mut graph, &Recipe::from_toml_str(recipe).unwrap(), Some(&calibration)).unwrap().report;
+    let quantization = report.passes[1].quantization.as_ref().expect("the quantize pass reports its layers");
+    let names: Vec<&str> = quantization.layers.iter().map(|l| l.name.as_str()).collect();
+    assert!(names.iter().any(|n| n.ends_with("/low_rank")), "{names:?}");
+    assert!(names.contains(&"/blocks.0/mlp/fc1"), "{names:?}");
+    let error = report.passes[1].output_error.as_ref().expect("measured against the original");
+    println!("low-rank + INT8: agreement {:?}, cosine {:.5}", error.top1_agreement, error.cosine_mean);
+    assert!(error.top1_agreement.unwrap() >= 0.97, "agreement {:?}", error.top1_agreement);
+}

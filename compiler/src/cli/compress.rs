@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 use vitc::compress::recipe::{DistillSpec, Importance, LoadWeightsSpec, LowRankSpec, PruneSpec, Scope, SparsifySpec};
 use vitc::compress::{Compression, PassSpec, Preset, Recipe};
 use vitc::eval::NormalizeOptions;
+use vitc::quant::{ActivationMode, CalibrationMethod, QuantConfig};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PresetArg {
@@ -29,6 +30,21 @@ pub enum ScopeArg {
     Attention,
     Encoder,
     All,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Int8Arg {
+    /// Activation scales from calibration data.
+    Static,
+    /// Activation scales computed per token on every call.
+    Dynamic,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Int8CalibrationArg {
+    MinMax,
+    Percentile,
+    Entropy,
 }
 
 #[derive(Args, Debug)]
@@ -97,6 +113,15 @@ pub struct CompressArgs {
     /// by name (a load-weights pass, run first).
     #[arg(long, value_name = "FILE", help_heading = "Compression")]
     pub load_weights: Option<PathBuf>,
+
+    /// Quantize the Linear layers to INT8 (a quantize pass, run last):
+    /// per-channel weights, with static or dynamic activation scales.
+    #[arg(long, value_enum, value_name = "MODE", help_heading = "Compression")]
+    pub int8: Option<Int8Arg>,
+
+    /// How static INT8 chooses activation ranges from calibration data.
+    #[arg(long, value_enum, default_value_t = Int8CalibrationArg::MinMax, requires = "int8", help_heading = "Compression")]
+    pub int8_calibration: Int8CalibrationArg,
 }
 
 impl CompressArgs {
@@ -168,6 +193,24 @@ impl CompressArgs {
         }
         if self.distill {
             passes.push(PassSpec::Distill(toml::from_str::<DistillSpec>("").expect("valid distill table")));
+        }
+        if let Some(mode) = self.int8 {
+            let mut config = QuantConfig::default();
+            config.activations = match mode {
+                Int8Arg::Static => ActivationMode::Static,
+                Int8Arg::Dynamic => ActivationMode::Dynamic,
+            };
+            config.calibration = match self.int8_calibration {
+                Int8CalibrationArg::MinMax => CalibrationMethod::MinMax,
+                Int8CalibrationArg::Percentile => CalibrationMethod::Percentile,
+                Int8CalibrationArg::Entropy => CalibrationMethod::Entropy,
+            };
+            // Dynamic INT8 needs no calibration data; without any, it skips
+            // the smoothing that would need it.
+            if mode == Int8Arg::Dynamic && self.calib_data.is_none() {
+                config.smoothing_alpha = None;
+            }
+            passes.push(PassSpec::Quantize(config));
         }
         (!passes.is_empty()).then(|| Recipe { passes, ..Recipe::default() })
     }

@@ -133,13 +133,16 @@ pub fn compress_for(model: &std::path::Path, graph: &mut Graph, compression: &Co
     if quantize.is_some() {
         recipe.passes.pop();
     }
+    let original = quantize.is_some().then(|| graph.clone());
     let compressed = compress(&mut calibration_graph, &recipe, Some(&calibration))?;
     apply(graph, &compressed.edits, "compression")?;
     let mut report = compressed.report;
-    if let Some(config) = quantize {
+    if let (Some(config), Some(original)) = (quantize, original) {
         let start = Instant::now();
         let batches = calibration.rebatched(shape[0]);
         let quantization = crate::quant::quantize(graph, &config, &batches)?;
+        let rebatched = Calibration { batches, source: calibration.source.clone() };
+        let output_error = measure_against(&original, graph, &rebatched)?;
         let (params, flops) = totals(graph);
         report.recipe = compression.recipe.to_string();
         report.passes.push(PassReport {
@@ -152,11 +155,22 @@ pub fn compress_for(model: &std::path::Path, graph: &mut Graph, compression: &Co
             refits: Vec::new(),
             loaded: None,
             quantization: Some(quantization),
-            output_error: None,
+            output_error,
             seconds: start.elapsed().as_secs_f64(),
         });
     }
     Ok(report)
+}
+
+/// Output error of `student` against `teacher` on `calibration`, or `None`
+/// when there is no whole batch to run.
+fn measure_against(teacher: &Graph, student: &Graph, calibration: &Calibration) -> Result<Option<OutputError>> {
+    if calibration.batches.is_empty() {
+        return Ok(None);
+    }
+    let (teacher_rows, _) = calib::run_rows(teacher, calibration, &[], "original model")?;
+    let (student_rows, _) = calib::run_rows(student, calibration, &[], "compressed model")?;
+    Ok(Some(OutputError::measure(&student_rows, &teacher_rows, calibration.samples(), is_classifier(student))))
 }
 
 /// The batch that calibration runs use: the model's own when its file fixes

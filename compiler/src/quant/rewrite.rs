@@ -42,6 +42,10 @@ pub struct RewrittenLinear {
 /// each quantized input (unused for dynamic activations).
 pub fn quantize_linears(graph: &mut Graph, linears: &[NodeId], config: &QuantConfig, ranges: &HashMap<ValueId, (f32, u8)>) -> Result<Vec<RewrittenLinear>> {
     let mut shared: HashMap<ValueId, Quantized> = HashMap::new();
+    // A Linear that reads another Linear (the two factors of a low-rank
+    // layer) reads the rewritten result; its range was calibrated on the
+    // f32 output that result replaced.
+    let mut replaced: HashMap<ValueId, ValueId> = HashMap::new();
     let mut rewritten = Vec::new();
     for &node in linears {
         let n = graph.node(node).clone();
@@ -55,10 +59,11 @@ pub fn quantize_linears(graph: &mut Graph, linears: &[NodeId], config: &QuantCon
         let values: Vec<f32> = weight.iter().copied().collect();
         let (q_weight, scales) = quantize_weight(&values, out, k, config.weights, config.weight_max);
 
+        let calibrated = replaced.get(&x).copied().unwrap_or(x);
         let quantized = match shared.get(&x) {
             Some(q) => *q,
             None => {
-                let q = quantize_activation(graph, x, config, ranges.get(&x).copied(), &n.name)?;
+                let q = quantize_activation(graph, x, config, ranges.get(&calibrated).copied(), &n.name)?;
                 shared.insert(x, q);
                 q
             }
@@ -76,12 +81,14 @@ pub fn quantize_linears(graph: &mut Graph, linears: &[NodeId], config: &QuantCon
         let result = add_derived(graph, Op::QLinear, &n.name, operands)?[0];
         let f32_output = n.outputs[0];
         graph.replace_all_uses(f32_output, result);
+        replaced.insert(result, f32_output);
         graph.remove_node(node);
         rewritten.push(RewrittenLinear {
             name: n.name.clone(),
             f32_output,
             output: result,
-            input: x,
+            // The f32 value whose range was calibrated.
+            input: calibrated,
             weight_scale_min: scales.iter().copied().fold(f32::INFINITY, f32::min),
             weight_scale_max: scales.iter().copied().fold(0.0, f32::max),
         });
