@@ -351,3 +351,24 @@ fn low_rank_factors_quantize_to_int8() {
     println!("low-rank + INT8: agreement {:?}, cosine {:.5}", error.top1_agreement, error.cosine_mean);
     assert!(error.top1_agreement.unwrap() >= 0.97, "agreement {:?}", error.top1_agreement);
 }
+
+#[test]
+fn every_preset_compresses_the_mnist_vit() {
+    use vitc::compress::Preset;
+
+    let calibration = calibration(256);
+    for preset in Preset::ALL {
+        let mut recipe = preset.recipe();
+        recipe.calibration.samples = 256;
+        let mut graph = mnist_graph(32);
+        let report = compress(&mut graph, &recipe, Some(&calibration))
+            .unwrap_or_else(|e| panic!("preset {} fails: {e}", preset.name()))
+            .report;
+        assert_eq!(report.passes.len(), recipe.passes.len(), "preset {}", preset.name());
+        let last = report.passes.last().unwrap().output_error.as_ref().expect("every pass is measured");
+        let agreement = last.top1_agreement.unwrap();
+        println!("{}: agreement {:.2}% on the calibration data", preset.name(), agreement * 100.0);
+        assert!(agreement >= 0.95, "preset {} keeps {agreement} agreement", preset.name());
+        vitc::lower::Program::lower(&graph).unwrap_or_else(|e| panic!("preset {} does not lower: {e}", preset.name()));
+    }
+}

@@ -58,8 +58,9 @@ pub struct CompressArgs {
     pub preset: Option<PresetArg>,
 
     /// Calibration samples (.npy, .npz or image folder, like --data of
-    /// vitc eval); needed by activation importance, low-rank's activation
-    /// method and distill.
+    /// vitc eval). Needed by pruning with activation or reconstruction
+    /// importance (the default), low-rank's activation method (the
+    /// default), distill and static INT8.
     #[arg(long, value_name = "DATA", help_heading = "Compression")]
     pub calib_data: Option<PathBuf>,
 
@@ -105,7 +106,8 @@ pub struct CompressArgs {
     pub sparsity_block: (usize, usize),
 
     /// Refit the compressed layers to the original model's outputs on the
-    /// calibration data (a distill pass, run last).
+    /// calibration data (a distill pass, after the pruning and low-rank
+    /// passes and before --int8).
     #[arg(long, help_heading = "Compression")]
     pub distill: bool,
 
