@@ -372,3 +372,32 @@ fn every_preset_compresses_the_mnist_vit() {
         vitc::lower::Program::lower(&graph).unwrap_or_else(|e| panic!("preset {} does not lower: {e}", preset.name()));
     }
 }
+
+#[test]
+fn kl_finetune_of_the_head_recovers_accuracy() {
+    let prune = "[calibration]\nsamples = 2048\n[[pass]]\nkind = \"prune\"\nflops = 0.4\n";
+    let pruned = eval_compressed(prune);
+    let finetuned = eval_compressed(&format!("{prune}[[pass]]\nkind = \"finetune\"\ntemperature = 2.0\n"));
+    let report = finetuned.compression.as_ref().unwrap();
+    let detail = &report.passes[1].layers[0].detail;
+    println!("{detail}");
+    println!("top-1 {:.2}% pruned, {:.2}% after KL fine-tuning of the head", pruned.top1_accuracy * 100.0, finetuned.top1_accuracy * 100.0);
+    assert!(detail.contains("best at step"), "no step improved the held-out KL: {detail}");
+    assert!(finetuned.top1_accuracy > pruned.top1_accuracy + 0.002, "{} vs {}", finetuned.top1_accuracy, pruned.top1_accuracy);
+    let agreement = |r: &Report| r.reference_comparison.as_ref().unwrap().top1_agreement;
+    assert!(agreement(&finetuned) > agreement(&pruned));
+}
+
+#[test]
+fn finetune_rejects_bad_settings() {
+    let mut graph = mnist_graph(32);
+    for (pass, expected) in [
+        ("temperature = 0.0", "temperature must be a positive number"),
+        ("steps = 0", "steps must be in 1..=100000"),
+        ("holdout = 0.95", "holdout must be in [0, 0.9)"),
+        ("params = \"encoder\"", "unknown variant"),
+    ] {
+        let error = error_of(&format!("[[pass]]\nkind = \"finetune\"\n{pass}\n"), &mut graph, None);
+        assert!(error.contains(expected), "{pass}: {error}");
+    }
+}

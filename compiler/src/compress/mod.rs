@@ -13,6 +13,7 @@
 pub mod analyze;
 pub mod calib;
 mod distill;
+mod finetune;
 pub mod edit;
 mod importance;
 mod linalg;
@@ -326,6 +327,10 @@ fn run_pass(
             state.edits.extend(refit_edits(graph, &layers));
             return Ok(report);
         }
+        PassSpec::Finetune(spec) => {
+            let calibration = calibration.ok_or_else(|| Error::Recipe("finetune needs calibration data".into()))?;
+            finetune::run(graph, teacher, spec, calibration)?
+        }
         PassSpec::Quantize(config) => {
             let batches = calibration.map(|c| c.batches.clone()).unwrap_or_default();
             report.quantization = Some(crate::quant::quantize(graph, config, &batches)?);
@@ -400,6 +405,9 @@ fn check_plan(graph: &Graph, recipe: &Recipe) -> Result<()> {
                 }
             }
             PassSpec::Distill(_) | PassSpec::Quantize(_) => {}
+            PassSpec::Finetune(_) => {
+                finetune::head(graph).map_err(at)?;
+            }
             PassSpec::LoadWeights(spec) => {
                 if !spec.path.is_file() {
                     return Err(at(Error::Recipe(format!("{} does not exist or is not a file", spec.path.display()))));

@@ -69,6 +69,7 @@ pub enum PassSpec {
     Prune(PruneSpec),
     Sparsify(SparsifySpec),
     Distill(DistillSpec),
+    Finetune(FinetuneSpec),
     LoadWeights(LoadWeightsSpec),
     /// INT8 quantization; it must be the last pass.
     Quantize(crate::quant::QuantConfig),
@@ -82,6 +83,7 @@ impl PassSpec {
             PassSpec::Prune(_) => "prune",
             PassSpec::Sparsify(_) => "sparsify",
             PassSpec::Distill(_) => "distill",
+            PassSpec::Finetune(_) => "finetune",
             PassSpec::LoadWeights(_) => "load-weights",
             PassSpec::Quantize(_) => "quantize",
         }
@@ -93,7 +95,7 @@ impl PassSpec {
             PassSpec::LowRank(spec) => spec.method == LowRankMethod::Activation,
             PassSpec::Prune(spec) => matches!(spec.importance, Importance::Activation | Importance::Reconstruction),
             PassSpec::Sparsify(_) | PassSpec::LoadWeights(_) => false,
-            PassSpec::Distill(_) => true,
+            PassSpec::Distill(_) | PassSpec::Finetune(_) => true,
             PassSpec::Quantize(config) => {
                 config.activations == crate::quant::ActivationMode::Static || config.smoothing_alpha.is_some()
             }
@@ -289,6 +291,54 @@ pub enum DistillTarget {
     Output,
 }
 
+/// Logit-level distillation: gradient descent on the KL divergence between
+/// the teacher's and the student's softened outputs.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FinetuneSpec {
+    /// Softmax temperature of both outputs.
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    /// Full-batch Adam steps.
+    #[serde(default = "default_steps")]
+    pub steps: usize,
+    #[serde(default = "default_learning_rate")]
+    pub learning_rate: f64,
+    /// The parameters that change.
+    #[serde(default)]
+    pub params: FinetuneParams,
+    /// Fraction of the calibration samples held out to pick the best step.
+    #[serde(default = "default_holdout")]
+    pub holdout: f64,
+}
+
+fn default_temperature() -> f64 {
+    2.0
+}
+
+fn default_steps() -> usize {
+    300
+}
+
+fn default_learning_rate() -> f64 {
+    1e-2
+}
+
+fn default_holdout() -> f64 {
+    0.2
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FinetuneParams {
+    /// Weight and bias of the classifier head. A LayerNorm right before the
+    /// head adds no freedom: its scale and shift fold into the head.
+    #[default]
+    Head,
+    /// The head's bias only.
+    HeadBias,
+}
+
 /// Replace weights by those of a model distilled elsewhere.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -453,6 +503,21 @@ fn validate_pass(pass: &PassSpec) -> std::result::Result<(), String> {
                 return Err(format!("block and block-rows must be at least 1, not {} and {}", spec.block, spec.block_rows));
             }
             check_globs(&spec.layers)
+        }
+        PassSpec::Finetune(spec) => {
+            if !(spec.temperature > 0.0 && spec.temperature.is_finite()) {
+                return Err(format!("temperature must be a positive number, not {}", spec.temperature));
+            }
+            if spec.steps == 0 || spec.steps > 100_000 {
+                return Err(format!("steps must be in 1..=100000, not {}", spec.steps));
+            }
+            if !(spec.learning_rate > 0.0 && spec.learning_rate.is_finite()) {
+                return Err(format!("learning-rate must be a positive number, not {}", spec.learning_rate));
+            }
+            if !(0.0..0.9).contains(&spec.holdout) {
+                return Err(format!("holdout must be in [0, 0.9), not {}", spec.holdout));
+            }
+            Ok(())
         }
         PassSpec::Distill(spec) => {
             if !(spec.ridge.is_finite() && spec.ridge >= 0.0) {
