@@ -255,9 +255,15 @@ fn printed_ir_shows_quantization() {
 /// Builds `layer` for AArch64, links it with `tests/aarch64/driver.c`, runs
 /// it under qemu on `input` and returns the output.
 fn run_layer_on_aarch64(layer: &Graph, input: &[f32], dir: &Path) -> Vec<f32> {
+    run_layer_on(layer, input, dir, "aarch64-unknown-linux-gnu", &[])
+}
+
+/// Like [`run_layer_on_aarch64`] for the AArch64 target `triple` (with
+/// `+feature` suffixes), under qemu with `qemu_args`.
+fn run_layer_on(layer: &Graph, input: &[f32], dir: &Path, triple: &str, qemu_args: &[&str]) -> Vec<f32> {
     use std::process::Command;
     let program = Program::lower(layer).unwrap();
-    let object = vitc::codegen::object::emit_object(&program, "layer", Some("aarch64-unknown-linux-gnu")).unwrap();
+    let object = vitc::codegen::object::emit_object(&program, "layer", Some(triple)).unwrap();
     std::fs::write(dir.join("layer.o"), object).unwrap();
     std::fs::write(dir.join("layer.h"), vitc::codegen::object::emit_header(&program, "layer")).unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -276,7 +282,7 @@ fn run_layer_on_aarch64(layer: &Graph, input: &[f32], dir: &Path) -> Vec<f32> {
     assert!(compile.status.success(), "compiling the AArch64 driver failed:\n{}", String::from_utf8_lossy(&compile.stderr));
     let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(dir.join("in.f32"), bytes).unwrap();
-    let run = Command::new("qemu-aarch64").arg(&driver).arg(dir.join("in.f32")).arg(dir.join("out.f32")).output().expect("qemu-aarch64 not found; run scripts/install-test-tools");
+    let run = Command::new("qemu-aarch64").args(qemu_args).arg(&driver).arg(dir.join("in.f32")).arg(dir.join("out.f32")).output().expect("qemu-aarch64 not found; run scripts/install-test-tools");
     assert!(run.status.success(), "the AArch64 driver failed under qemu:\n{}", String::from_utf8_lossy(&run.stderr));
     std::fs::read(dir.join("out.f32")).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
 }
@@ -301,4 +307,67 @@ fn aarch64_layers_match_interpreter_exactly() {
         }
         println!("AArch64 under qemu, {:?} activations: {} layers bit-exact", config.activations, layers.len());
     }
+}
+
+/// Instructions of `object` as `aarch64-linux-gnu-objdump -d` prints them.
+fn aarch64_disassembly(object: &[u8], dir: &Path) -> String {
+    let path = dir.join("model.o");
+    std::fs::write(&path, object).unwrap();
+    let output = std::process::Command::new("aarch64-linux-gnu-objdump")
+        .arg("-d")
+        .arg(&path)
+        .output()
+        .expect("aarch64-linux-gnu-objdump not found; run scripts/install-test-tools");
+    assert!(output.status.success(), "objdump failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn aarch64_i8mm_target_emits_usdot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut graph = mnist_graph(10);
+    quantize(&mut graph, &QuantConfig::default(), &calibration_batches(2, 10)).unwrap();
+    let program = Program::lower(&graph).unwrap();
+    let count = |triple: &str, mnemonic: &str| {
+        let object = vitc::codegen::object::emit_object(&program, "model", Some(triple)).unwrap();
+        aarch64_disassembly(&object, dir.path()).lines().filter(|line| line.split_whitespace().any(|word| word == mnemonic)).count()
+    };
+    let plain = count("aarch64-unknown-linux-gnu", "usdot");
+    let i8mm = count("aarch64-unknown-linux-gnu+i8mm", "usdot");
+    // Without FEAT_I8MM: widen to i16 (uxtl, sxtl), multiply, add pairs (saddlp).
+    let widening = count("aarch64-unknown-linux-gnu", "saddlp");
+    let widening_i8mm = count("aarch64-unknown-linux-gnu+i8mm", "saddlp");
+    println!("usdot: {plain} without FEAT_I8MM, {i8mm} with it; saddlp: {widening} without, {widening_i8mm} with");
+    assert_eq!(plain, 0, "usdot emitted for a target without FEAT_I8MM");
+    assert!(i8mm > 0, "no usdot in the INT8 kernels of an i8mm target");
+    assert!(widening > 0, "the plain target's INT8 kernels have no widening multiply");
+    assert!(widening_i8mm < widening, "usdot did not replace the widening sequence");
+}
+
+#[test]
+fn aarch64_usdot_layers_match_interpreter_exactly() {
+    // qemu's "max" CPU implements FEAT_I8MM.
+    let dir = tempfile::tempdir().unwrap();
+    let mut graph = mnist_graph(10);
+    quantize(&mut graph, &QuantConfig::default(), &calibration_batches(2, 10)).unwrap();
+    let layers: Vec<NodeId> = graph.topo_order().into_iter().filter(|&n| graph.node(n).op == Op::QLinear).collect();
+    let taps: Vec<ValueId> = layers.iter().map(|&n| graph.producer(graph.node(n).inputs[0].unwrap()).inputs[0].unwrap()).collect();
+    let (_, inputs) = interp::run_with_taps(&graph, &[(graph.inputs()[0], calibration_batches(1, 10)[0].clone())], &taps).unwrap();
+    for (&node, x) in layers.iter().zip(&inputs) {
+        let (layer, _) = single_layer(&graph, node);
+        let expected = interp::run(&layer, &[(layer.inputs()[0], x.clone())]).unwrap();
+        let data: Vec<f32> = x.as_f32().unwrap().iter().copied().collect();
+        let got = run_layer_on(&layer, &data, dir.path(), "aarch64-unknown-linux-gnu+i8mm", &["-cpu", "max"]);
+        let mismatches = got.iter().zip(expected[0].as_f32().unwrap().iter()).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        assert_eq!(mismatches, 0, "layer '{}' with usdot: {mismatches} of {} results differ", graph.node(node).name, got.len());
+    }
+    println!("AArch64 with usdot under qemu: {} layers bit-exact", layers.len());
+}
+
+#[test]
+fn unknown_target_feature_is_named() {
+    let program = Program::lower(&mnist_graph(1)).unwrap();
+    let error = vitc::codegen::object::emit_object(&program, "model", Some("aarch64-unknown-linux-gnu+warp9")).unwrap_err().to_string();
+    assert!(error.contains("unknown CPU feature 'warp9'"), "{error}");
+    assert!(error.contains("i8mm"), "the message suggests a valid feature: {error}");
 }

@@ -20,6 +20,8 @@ pub struct BuildArgs {
 
     /// Target triple, e.g. x86_64-unknown-linux-gnu or
     /// aarch64-unknown-linux-gnu (default: this machine, with its CPU features).
+    /// Extra CPU features follow after `+`: aarch64-unknown-linux-gnu+i8mm
+    /// lets INT8 kernels use `usdot`.
     #[arg(long)]
     pub target: Option<String>,
 

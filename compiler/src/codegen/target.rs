@@ -14,7 +14,9 @@ use crate::error::{Error, Result};
 /// Cranelift turns each vector `fma` into four library calls.
 const X86_64_V3: &[&str] = &["has_sse3", "has_ssse3", "has_sse41", "has_sse42", "has_popcnt", "has_avx", "has_avx2", "has_fma", "has_bmi1", "has_bmi2", "has_lzcnt"];
 
-/// Builds the ISA for `triple` (the host when `None`). `pic` selects
+/// Builds the ISA for `triple` (the host when `None`). A named triple may
+/// carry extra CPU features after `+`, e.g. `aarch64-unknown-linux-gnu+i8mm`,
+/// each one of Cranelift's `has_*` ISA settings. `pic` selects
 /// position-independent code, needed for objects linked into executables.
 pub fn isa_for(triple: Option<&str>, pic: bool) -> Result<OwnedTargetIsa> {
     let mut flags = settings::builder();
@@ -34,7 +36,10 @@ pub fn isa_for(triple: Option<&str>, pic: bool) -> Result<OwnedTargetIsa> {
         None => cranelift_native::builder()
             .map_err(|e| Error::Model(format!("the host CPU is not supported by the code generator: {e}")))?
             .finish(flags),
-        Some(name) => {
+        Some(spec) => {
+            let mut parts = spec.split('+');
+            let name = parts.next().unwrap_or_default();
+            let features: Vec<&str> = parts.collect();
             let parsed = Triple::from_str(name).map_err(|e| {
                 Error::Model(format!("unknown target triple '{name}': {e}; try x86_64-unknown-linux-gnu or aarch64-unknown-linux-gnu"))
             })?;
@@ -45,6 +50,15 @@ pub fn isa_for(triple: Option<&str>, pic: bool) -> Result<OwnedTargetIsa> {
                 for feature in X86_64_V3 {
                     builder.enable(feature).map_err(|e| Error::Internal(format!("x86-64 feature {feature}: {e}")))?;
                 }
+            }
+            for feature in features {
+                builder.enable(&format!("has_{feature}")).map_err(|_| {
+                    Error::Model(format!(
+                        "unknown CPU feature '{feature}' in target '{spec}'; features are Cranelift's has_* settings without the prefix, \
+                         e.g. {name}+{}",
+                        if parsed.architecture == Architecture::X86_64 { "avx512vnni" } else { "i8mm+dotprod" }
+                    ))
+                })?;
             }
             builder.finish(flags)
         }
