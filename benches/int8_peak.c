@@ -1,7 +1,7 @@
 /* Measures the one-core peak of the x86-64 INT8 dot-product sequences on
  * 128-bit vectors: pmaddubsw + pmaddwd (by ones) + paddd, and, when the
- * CPU has AVX512-VNNI, one vpdpbusd. Twelve independent accumulators hide
- * the latency; build with -O3 so that they stay in registers. One sequence is 16 u8 x i8 multiply-adds = 32 operations.
+ * CPU has AVX512-VNNI, one vpdpbusd. Independent accumulators hide the
+ * latency; build with -O3 so that they stay in registers. One sequence is 16 u8 x i8 multiply-adds = 32 operations.
  * benches/int8-peak runs it beside the generated INT8 GEMM.
  */
 #include <immintrin.h>
@@ -17,28 +17,34 @@ static double seconds(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-__attribute__((target("ssse3,sse4.1"))) static double pmaddubsw_peak(void) {
-    __m128i acc[CHAINS];
-    __m128i a = _mm_set1_epi8(3), ones = _mm_set1_epi16(1);
-    __m128i b[CHAINS];
-    for (int c = 0; c < CHAINS; c++) {
-        acc[c] = _mm_setzero_si128();
-        b[c] = _mm_set1_epi8((char)(c + 1));
-    }
+/* Only paddd is on an accumulator's dependency chain, so a few chains hide
+ * its latency. Each chain multiplies a different pair (a_i, b_j), and the
+ * asm barrier makes every operand new in each iteration, so the compiler
+ * can neither share nor hoist a product. Four chains, four operands, the
+ * ones and the temporaries fit in the 16 registers of SSE and AVX2 code
+ * (with six chains, GCC 12 kept two accumulators on the stack). */
+#define PMADD_CHAINS 4
+
+__attribute__((target("avx2"))) static double pmaddubsw_peak(void) {
+    __m128i acc[PMADD_CHAINS];
+    __m128i a0 = _mm_set1_epi8(3), a1 = _mm_set1_epi8(5);
+    __m128i b0 = _mm_set1_epi8(1), b1 = _mm_set1_epi8(2);
+    __m128i ones = _mm_set1_epi16(1);
+    for (int c = 0; c < PMADD_CHAINS; c++) acc[c] = _mm_setzero_si128();
     double start = seconds();
     for (long i = 0; i < ITERATIONS; i++) {
-#pragma GCC unroll 12
-        for (int c = 0; c < CHAINS; c++) {
-            __m128i pairs = _mm_maddubs_epi16(a, b[c]);
-            acc[c] = _mm_add_epi32(acc[c], _mm_madd_epi16(pairs, ones));
-        }
-        __asm__ volatile("" : "+x"(a));
+        __m128i pairs[PMADD_CHAINS] = {
+            _mm_maddubs_epi16(a0, b0), _mm_maddubs_epi16(a0, b1), _mm_maddubs_epi16(a1, b0), _mm_maddubs_epi16(a1, b1),
+        };
+#pragma GCC unroll 4
+        for (int c = 0; c < PMADD_CHAINS; c++) acc[c] = _mm_add_epi32(acc[c], _mm_madd_epi16(pairs[c], ones));
+        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(b0), "+x"(b1));
     }
     double elapsed = seconds() - start;
     __m128i sum = acc[0];
-    for (int c = 1; c < CHAINS; c++) sum = _mm_add_epi32(sum, acc[c]);
+    for (int c = 1; c < PMADD_CHAINS; c++) sum = _mm_add_epi32(sum, acc[c]);
     if (_mm_cvtsi128_si32(sum) == 42) printf("unlikely\n");
-    return 32.0 * CHAINS * ITERATIONS / elapsed / 1e9;
+    return 32.0 * PMADD_CHAINS * ITERATIONS / elapsed / 1e9;
 }
 
 __attribute__((target("avx512vnni,avx512vl"))) static double vpdpbusd_peak(void) {

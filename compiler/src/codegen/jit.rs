@@ -19,7 +19,19 @@ pub struct JitModel {
 impl JitModel {
     /// Compiles `program` for the host CPU.
     pub fn compile(program: &Program, name: &str) -> Result<JitModel> {
-        let isa = target::isa_for(None, false)?;
+        JitModel::compile_for(program, name, None)
+    }
+
+    /// Compiles `program` for `triple` (as `vitc build --target` takes it),
+    /// or the host when `None`. The code runs in this process, so the
+    /// target must name the host's architecture and only features the host
+    /// has; this is for comparing code generated for a baseline CPU with
+    /// code for the host's own features.
+    pub fn compile_for(program: &Program, name: &str, triple: Option<&str>) -> Result<JitModel> {
+        let isa = target::isa_for(triple, false)?;
+        if isa.triple().architecture != target_lexicon::Triple::host().architecture {
+            return Err(Error::Model(format!("cannot run code for {} on this {} machine", isa.triple(), target_lexicon::Triple::host())));
+        }
         let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
         let symbols = emit_program(&mut module, program, name)?;
         module.finalize_definitions().map_err(module_error)?;
