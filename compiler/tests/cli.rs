@@ -115,3 +115,26 @@ fn wrong_input_shape_fails_cleanly() {
     let out = vitc(&["run", &model(), "--input", input.to_str().unwrap(), "-o", output.to_str().unwrap()]);
     assert_clean_failure(&out, "input_image");
 }
+
+#[test]
+fn int8_rebuild_reads_calibration_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mnist-vit/mnist_vit.onnx");
+    let data = cache("data/mnist/train_images.npy");
+    let build = |out: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_vitc"))
+            .env("VITC_CACHE", dir.path().join("cache"))
+            .args(["build", model.to_str().unwrap(), "-o", dir.path().join(out).to_str().unwrap()])
+            .args(["--int8", "static", "--calib-samples", "64", "--calib-data", data.to_str().unwrap()])
+            .output()
+            .expect("vitc starts");
+        assert!(output.status.success(), "{}", stderr(&output));
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    let first = build("first");
+    let second = build("second");
+    assert!(first.contains("(2 passes computed, 0 from cache)"), "{first}");
+    assert!(second.contains("(0 passes computed, 2 from cache)"), "{second}");
+    let object = |out: &str| std::fs::read(dir.path().join(out).join("mnist_vit.o")).unwrap();
+    assert_eq!(object("first"), object("second"), "a cached rebuild changes the object");
+}

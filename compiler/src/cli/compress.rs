@@ -151,6 +151,15 @@ impl CompressArgs {
             recipe.calibration.samples = samples;
             recipe.validate()?;
         }
+        // INT8 calibration statistics are kept between builds unless the
+        // recipe names its own folder.
+        for pass in &mut recipe.passes {
+            if let PassSpec::Quantize(config) = pass
+                && config.cache_dir.is_none()
+            {
+                config.cache_dir = Some(calibration_cache_dir());
+            }
+        }
         Ok(Some(recipe))
     }
 
@@ -249,4 +258,13 @@ fn parse_block(text: &str) -> std::result::Result<(usize, usize), String> {
         None => number(text).map(|cols| (1, cols)),
     };
     parsed.ok_or_else(|| format!("expected N or ROWSxN with positive integers (e.g. 4 or 8x4), got {text:?}"))
+}
+
+/// `$VITC_CACHE/calibration`, or `~/.cache/vitc/calibration`.
+fn calibration_cache_dir() -> PathBuf {
+    let root = std::env::var_os("VITC_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        home.join(".cache").join("vitc")
+    });
+    root.join("calibration")
 }

@@ -239,8 +239,11 @@ fn calibrate_cached(
     }
     let stats = calibrate::collect(graph, taps, calibration, pass, bins, ranges)?;
     counter.computed += 1;
-    if let Some(path) = &path {
-        cache::store(path, &stats)?;
+    // A cache that cannot be written costs the next build time, not this one.
+    if let Some(path) = &path
+        && let Err(error) = cache::store(path, &stats)
+    {
+        tracing::warn!(%error, "calibration statistics not cached");
     }
     Ok(stats)
 }
