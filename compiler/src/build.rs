@@ -32,6 +32,8 @@ pub struct BuildOptions {
     pub name: String,
     /// Show a progress bar on stderr (hidden when stderr is not a terminal).
     pub progress: bool,
+    /// Compression applied after canonicalization.
+    pub compression: Option<crate::compress::Compression>,
 }
 
 /// Time spent in one stage.
@@ -61,6 +63,8 @@ pub struct BuildReport {
     pub inputs: Vec<(String, Vec<usize>)>,
     pub outputs: Vec<(String, Vec<usize>)>,
     pub stages: Vec<StageTime>,
+    /// What compression removed and what it cost, when a recipe was given.
+    pub compression: Option<crate::compress::CompressReport>,
 }
 
 /// Everything a build produced, in memory.
@@ -106,7 +110,11 @@ pub fn model_hash(model: &Path) -> Result<String> {
 /// Runs the whole pipeline on `model`.
 pub fn build(model: &Path, options: &BuildOptions) -> Result<BuildOutput> {
     validate_name(&options.name)?;
-    let progress = if options.progress { ProgressBar::new(5) } else { ProgressBar::hidden() };
+    if let Some(compression) = &options.compression {
+        compression.check()?;
+    }
+    let stage_count = if options.compression.is_some() { 6 } else { 5 };
+    let progress = if options.progress { ProgressBar::new(stage_count) } else { ProgressBar::hidden() };
     progress.set_style(ProgressStyle::with_template("{spinner} [{bar:20}] {pos}/{len} {msg}").expect("template is valid"));
     let mut stages = Vec::new();
     let timed = |stage: &str, progress: &ProgressBar| {
@@ -125,6 +133,17 @@ pub fn build(model: &Path, options: &BuildOptions) -> Result<BuildOutput> {
     span.in_scope(|| PassManager::canonicalize().run(&mut graph))?;
     stages.push(StageTime { stage: "canonicalize".into(), milliseconds: start.elapsed().as_secs_f64() * 1e3 });
     progress.inc(1);
+
+    let compression = match &options.compression {
+        Some(compression) => {
+            let (start, span) = timed("compress", &progress);
+            let report = span.in_scope(|| crate::compress::compress_for(model, &mut graph, compression))?;
+            stages.push(StageTime { stage: "compress".into(), milliseconds: start.elapsed().as_secs_f64() * 1e3 });
+            progress.inc(1);
+            Some(report)
+        }
+        None => None,
+    };
 
     let (start, span) = timed("lower", &progress);
     let program = span.in_scope(|| Program::lower(&graph))?;
@@ -157,6 +176,7 @@ pub fn build(model: &Path, options: &BuildOptions) -> Result<BuildOutput> {
         inputs: program.inputs.iter().map(|t| (t.name.clone(), t.shape.clone())).collect(),
         outputs: program.outputs.iter().map(|t| (t.name.clone(), t.shape.clone())).collect(),
         stages,
+        compression,
     };
     Ok(BuildOutput { graph, program, object, header, report })
 }
@@ -213,6 +233,10 @@ impl fmt::Display for BuildReport {
         writeln!(f, "stages:")?;
         for stage in &self.stages {
             writeln!(f, "  {:<16} {:.1} ms", stage.stage, stage.milliseconds)?;
+        }
+        if let Some(compression) = &self.compression {
+            writeln!(f)?;
+            write!(f, "{compression}")?;
         }
         Ok(())
     }

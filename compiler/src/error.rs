@@ -56,6 +56,15 @@ pub enum Error {
     #[error("IR verification failed after {stage}: {message}")]
     Verify { stage: String, message: String },
 
+    #[error("recipe: {0}")]
+    Recipe(String),
+
+    #[error("compression: {0}")]
+    Compress(String),
+
+    #[error("quantization: {0}")]
+    Quant(String),
+
     #[error("limit exceeded: {0}")]
     Limit(String),
 

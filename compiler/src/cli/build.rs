@@ -7,6 +7,7 @@ use clap::Args;
 use vitc::build::{BuildOptions, build, default_name, write_artifacts};
 
 use super::ModelArgs;
+use super::compress::{CompressArgs, normalize_for};
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
@@ -26,11 +27,16 @@ pub struct BuildArgs {
     /// file name, made a C identifier).
     #[arg(long)]
     pub name: Option<String>,
+
+    #[command(flatten)]
+    pub compress: CompressArgs,
 }
 
 pub fn run(args: BuildArgs) -> Result<()> {
     let name = args.name.clone().unwrap_or_else(|| default_name(&args.model.model));
-    let options = BuildOptions { import: args.model.import_options()?, target: args.target.clone(), name, progress: true };
+    let compression = args.compress.compression(normalize_for(&args.model.model)?)?;
+    let options =
+        BuildOptions { import: args.model.import_options()?, target: args.target.clone(), name, progress: true, compression };
     let output = build(&args.model.model, &options).with_context(|| format!("cannot build {}", args.model.model.display()))?;
     let paths = write_artifacts(&args.output, &output)
         .with_context(|| format!("cannot write the build outputs to {}", args.output.display()))?;

@@ -7,6 +7,8 @@ use clap::{Args, ValueEnum};
 use vitc::data::PreprocessSpec;
 use vitc::eval::{EvalOptions, ImageSize, NormalizeOptions, evaluate};
 
+use super::compress::CompressArgs;
+
 /// What runs the evaluated model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Engine {
@@ -91,6 +93,11 @@ pub struct EvalArgs {
     /// Input height and width as HxW, for a model that leaves them symbolic.
     #[arg(long, value_name = "HxW")]
     pub size: Option<ImageSize>,
+
+    /// Compress the model first; without --reference, the uncompressed
+    /// model is the reference.
+    #[command(flatten)]
+    pub compress: CompressArgs,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -100,6 +107,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     // The spec stored with the model gives the defaults; options override it.
     let spec = PreprocessSpec::for_model(&args.model)?.unwrap_or_default();
     let normalize = NormalizeOptions { mean: args.mean.or(spec.mean.clone()), std: args.std.or(spec.std.clone()), layout: spec.layout() };
+    let compression = args.compress.compression(normalize.clone())?;
     let options = EvalOptions {
         data: args.data,
         labels: args.labels,
@@ -113,6 +121,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         size: args.size,
         object: args.object,
         progress: true,
+        compression,
     };
     let report = evaluate(&args.model, &options)?;
     println!("{report}");

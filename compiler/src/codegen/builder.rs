@@ -29,6 +29,8 @@ pub struct Kb<'a> {
     pub b: FunctionBuilder<'a>,
     pub args: Value,
     pub task: Value,
+    /// How INT8 dot products are emitted for the target.
+    pub int8: super::kernels::qgemm::DotStrategy,
 }
 
 impl Kb<'_> {

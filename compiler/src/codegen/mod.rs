@@ -74,6 +74,7 @@ pub fn symbol_names(name: &str) -> [String; 3] {
 pub fn emit_program<M: Module>(module: &mut M, program: &Program, name: &str) -> Result<ModuleSymbols> {
     let call_conv = module.isa().default_call_conv();
     let frontend = module.isa().frontend_config();
+    let int8 = kernels::qgemm::DotStrategy::for_isa(module.isa());
 
     // Weights.
     let mut data_ids = Vec::with_capacity(program.weights.len());
@@ -102,7 +103,7 @@ pub fn emit_program<M: Module>(module: &mut M, program: &Program, name: &str) ->
             b.append_block_params_for_function_params(entry);
             b.switch_to_block(entry);
             let params = b.block_params(entry).to_vec();
-            let mut kb = Kb { b, args: params[0], task: params[1] };
+            let mut kb = Kb { b, args: params[0], task: params[1], int8 };
             kernels::emit(&mut kb, &step.kernel);
             kb.b.ins().return_(&[]);
             kb.b.seal_all_blocks();

@@ -241,6 +241,19 @@ impl Dataset {
         }
     }
 
+    /// Opens samples whose labels are not needed, such as calibration data:
+    /// a `.npy` of samples needs no labels file, and the other formats open
+    /// as in [`Dataset::open`]. Every sample gets label 0.
+    pub fn open_unlabeled(path: &Path, sample_shape: &[usize], normalize: &NormalizeOptions) -> Result<Dataset> {
+        let is_npy = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+        if !is_npy || !path.is_file() {
+            return Dataset::open(path, None, sample_shape, normalize);
+        }
+        let samples = read_npy(path)?;
+        let count = samples.shape().first().copied().unwrap_or(0);
+        from_arrays(path, path, &path.display().to_string(), samples, vec![0; count], sample_shape, normalize)
+    }
+
     /// Returns the dataset file or folder.
     pub fn path(&self) -> &Path {
         &self.path

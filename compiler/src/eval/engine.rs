@@ -214,6 +214,15 @@ impl ImportedModel {
         Ok(ImportedModel { path, graph, shape: shape.to_vec(), classes, seconds: start.elapsed().as_secs_f64() })
     }
 
+    /// Compresses the imported graph by `compression`'s recipe.
+    pub fn compress(&mut self, compression: &crate::compress::Compression) -> Result<crate::compress::CompressReport, EvalError> {
+        let start = Instant::now();
+        let report = crate::compress::compress_for(&self.path, &mut self.graph, compression)
+            .map_err(|source| EvalError::Compress { path: self.path.clone(), source })?;
+        self.seconds += start.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
     /// Logits per sample: the size of the first output's second dimension.
     pub fn classes(&self) -> usize {
         self.classes

@@ -52,6 +52,9 @@ pub enum EvalError {
     #[error("cannot import {}", path.display())]
     Import { path: PathBuf, source: crate::Error },
 
+    #[error("cannot compress {}", path.display())]
+    Compress { path: PathBuf, source: crate::Error },
+
     #[error("cannot compile {} with the JIT", path.display())]
     Compile { path: PathBuf, source: crate::Error },
 
@@ -96,6 +99,9 @@ pub struct EvalOptions {
     pub object: Option<PathBuf>,
     /// Show a progress bar on stderr (hidden when stderr is not a terminal).
     pub progress: bool,
+    /// Compress the model before evaluating it. Without `reference`, the
+    /// uncompressed model becomes the reference.
+    pub compression: Option<crate::compress::Compression>,
 }
 
 impl EvalOptions {
@@ -114,6 +120,7 @@ impl EvalOptions {
             size: None,
             object: None,
             progress: false,
+            compression: None,
         }
     }
 }
@@ -171,14 +178,27 @@ pub fn evaluate(model_path: &Path, options: &EvalOptions) -> Result<Report, Eval
             loaded.input_shape, shape
         )));
     }
-    let imported = ImportedModel::import(&onnx, &declared.name, &shape)?;
+    let mut imported = ImportedModel::import(&onnx, &declared.name, &shape)?;
+    let compression = match &options.compression {
+        Some(compression) => {
+            if options.engine == Engine::Object {
+                return Err(EvalError::InvalidOption(
+                    "--engine object runs a built object as it is; build it with the recipe instead of passing one here".into(),
+                ));
+            }
+            Some(imported.compress(compression)?)
+        }
+        None => None,
+    };
     let labels = dataset.class_indices(imported.classes())?;
     let classes = imported.classes();
     let mut model = imported.prepare_with(options.engine, object)?;
     // An object's reference runs with the JIT unless another engine is given.
     let default_reference = if options.engine == Engine::Object { Engine::Jit } else { options.engine };
-    let reference_engine = options.reference.as_ref().map(|_| options.reference_engine.unwrap_or(default_reference));
-    let mut reference = match (&options.reference, reference_engine) {
+    // A compressed model is compared with the uncompressed one by default.
+    let reference_path = options.reference.clone().or_else(|| compression.as_ref().map(|_| model_path.to_path_buf()));
+    let reference_engine = reference_path.as_ref().map(|_| options.reference_engine.unwrap_or(default_reference));
+    let mut reference = match (&reference_path, reference_engine) {
         (Some(path), Some(engine)) => Some(prepare_reference(path, &shape, classes, engine, options.size)?),
         _ => None,
     };
@@ -207,7 +227,7 @@ pub fn evaluate(model_path: &Path, options: &EvalOptions) -> Result<Report, Eval
     let prepare_seconds = model.prepare_seconds() + reference.as_ref().map_or(0.0, |r| r.prepare_seconds());
     Ok(Report {
         model: model_path.display().to_string(),
-        reference: options.reference.as_ref().map(|path| path.display().to_string()),
+        reference: reference_path.as_ref().map(|path| path.display().to_string()),
         reference_engine: reference_engine.map(|engine| engine.to_string()),
         data: dataset.path().display().to_string(),
         engine: options.engine.to_string(),
@@ -222,6 +242,7 @@ pub fn evaluate(model_path: &Path, options: &EvalOptions) -> Result<Report, Eval
         non_finite_outputs: metrics.non_finite_rows,
         per_class: Report::per_class(&metrics, dataset.class_names()),
         reference_comparison: metrics.comparison.clone(),
+        compression,
         timing: Timing {
             prepare_seconds,
             model_seconds,

@@ -67,6 +67,8 @@ pub struct Report {
     pub per_class: Vec<ClassReport>,
     /// Present when a reference model ran on the same samples.
     pub reference_comparison: Option<Comparison>,
+    /// What compression did, when the model was compressed first.
+    pub compression: Option<crate::compress::CompressReport>,
     pub timing: Timing,
 }
 
@@ -95,6 +97,9 @@ fn percent(value: f64) -> String {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(compression) = &self.compression {
+            writeln!(f, "{compression}")?;
+        }
         let threads = self.threads.map_or(String::new(), |t| format!(", {t} thread(s)"));
         writeln!(f, "model:      {} ({}, batch {}{threads})", self.model, self.engine, self.batch)?;
         writeln!(f, "data:       {} ({} samples, {} classes)", self.data, self.samples, self.classes)?;

@@ -26,6 +26,7 @@
 //! - `slice_ops`: `Concat`, `Split`, `Slice`, `Gather`, `Tile`, `Pad`.
 //! - `reduce`: `Reduce*`, `ArgMax`, `ArgMin`.
 //! - `resize`: `Resize`.
+//! - `quant`: `Quantize`, `DynamicQuantize`, `Dequantize`, `QLinear`.
 
 pub(crate) mod common;
 mod conv;
@@ -33,6 +34,7 @@ mod elementwise;
 mod erf;
 mod matmul;
 mod norm;
+pub(crate) mod quant;
 mod reduce;
 mod resize;
 mod runner;
@@ -68,6 +70,9 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>]) -> OpResult<Vec<Tensor>> {
     if let Op::Split { axis, sizes } = op {
         return slice_ops::split(operands.required(0, "input")?, *axis, sizes);
     }
+    if let Op::DynamicQuantize { per_token } = op {
+        return quant::dynamic_quantize(operands.required(0, "input")?, *per_token);
+    }
     Ok(vec![eval_single(op, &operands)?])
 }
 
@@ -80,7 +85,7 @@ fn eval_single(op: &Op, operands: &Operands<'_, '_>) -> OpResult<Tensor> {
         Op::Input | Op::Constant => {
             op_bail!("{} nodes have no kernel because the graph runner supplies their values", op.name())
         }
-        Op::Split { .. } => op_bail!("internal error: Split has several results"),
+        Op::Split { .. } | Op::DynamicQuantize { .. } => op_bail!("internal error: {} has several results", op.name()),
 
         // Elementwise.
         Op::Identity => shape_ops::identity(x()?),
@@ -161,6 +166,17 @@ fn eval_single(op: &Op, operands: &Operands<'_, '_>) -> OpResult<Tensor> {
             reduce::arg_extreme(x()?, *axis, *keepdims, *select_last_index, false)?
         }
         Op::Resize(attrs) => resize::resize(x()?, optional(1), optional(2), optional(3), attrs)?,
+
+        // Quantization.
+        Op::Quantize { scale, zero_point } => quant::quantize(x()?, *scale, *zero_point)?,
+        Op::Dequantize { scale, zero_point } => quant::dequantize(x()?, *scale, *zero_point)?,
+        Op::QLinear => quant::qlinear(
+            required(0, "x")?,
+            required(1, "x_params")?,
+            required(2, "weight")?,
+            required(3, "weight_scale")?,
+            optional(4),
+        )?,
     })
 }
 

@@ -18,6 +18,7 @@ use petgraph::stable_graph::{NodeIndex, StableGraph};
 use petgraph::visit::EdgeRef;
 
 use super::op::Op;
+use super::quant::QuantParams;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, ShapeDisplay, Tensor};
 
@@ -53,23 +54,25 @@ impl fmt::Display for ValueId {
     }
 }
 
-/// Knowledge about a value: element type, concrete shape and, when the
-/// value is computable at compile time, its data.
+/// Knowledge about a value: element type, concrete shape, its data when the
+/// value is computable at compile time, and how a quantized value maps back
+/// to real numbers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fact {
     pub dtype: DType,
     pub shape: Vec<usize>,
     pub konst: Option<Arc<Tensor>>,
+    pub quant: Option<QuantParams>,
 }
 
 impl Fact {
     pub fn new(dtype: DType, shape: Vec<usize>) -> Fact {
-        Fact { dtype, shape, konst: None }
+        Fact { dtype, shape, konst: None, quant: None }
     }
 
     /// The fact of a known tensor.
     pub fn of_tensor(tensor: Arc<Tensor>) -> Fact {
-        Fact { dtype: tensor.dtype(), shape: tensor.shape().to_vec(), konst: Some(tensor) }
+        Fact { dtype: tensor.dtype(), shape: tensor.shape().to_vec(), konst: Some(tensor), quant: None }
     }
 
     pub fn rank(&self) -> usize {
@@ -96,7 +99,11 @@ impl Fact {
 
 impl fmt::Display for Fact {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", self.dtype, ShapeDisplay(&self.shape))
+        write!(f, "{}{}", self.dtype, ShapeDisplay(&self.shape))?;
+        if let Some(quant) = &self.quant {
+            write!(f, " {quant}")?;
+        }
+        Ok(())
     }
 }
 

@@ -6,8 +6,10 @@ pub mod graph;
 pub mod infer;
 pub mod op;
 pub mod printer;
+pub mod quant;
 pub mod summary;
 pub mod verify;
 
 pub use graph::{Fact, Graph, Node, NodeId, Use, Value, ValueId};
 pub use op::Op;
+pub use quant::QuantParams;

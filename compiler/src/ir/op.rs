@@ -92,6 +92,28 @@ pub enum Op {
     ArgMin { axis: i64, keepdims: bool, select_last_index: bool },
     /// `Resize(x, roi?, scales?, sizes?)`.
     Resize(ResizeAttrs),
+    /// f32 to u8: `q = clamp(round_half_even(x * (1 / scale)) + zero_point, 0, 255)`,
+    /// with `1 / scale` rounded to f32 once. Produced by quantization.
+    Quantize { scale: f32, zero_point: u8 },
+    /// `DynamicQuantize(x) -> (q, params)`: like `Quantize`, with the scale
+    /// and zero point computed at run time from `lo = min(0, min x)` and
+    /// `hi = max(0, max x)` over each row of the last axis (`per_token`) or
+    /// over the whole tensor: `scale = (hi - lo) / 255` (1 when that is 0),
+    /// `zero_point = clamp(round_half_even(-lo * (1 / scale)), 0, 255)`.
+    /// `params` is f32 `[rows, 2]` of (scale, zero point), one row when not
+    /// per token.
+    DynamicQuantize { per_token: bool },
+    /// u8 to f32: `(q - zero_point) * scale`.
+    Dequantize { scale: f32, zero_point: u8 },
+    /// INT8 fully connected layer `(x, x_params, weight, weight_scale, bias?)`:
+    /// `x` is u8 `[.., k]`, `x_params` f32 `[rows or 1, 2]` holds each row's
+    /// (scale, zero point), `weight` is a constant i8 `[n, k]`, `weight_scale`
+    /// f32 `[n]`, `bias` f32 `[n]`. With the exact i32 dot product
+    /// `acc = sum_k x[r, k] * weight[j, k]` and `colsum[j] = sum_k weight[j, k]`,
+    /// the f32 result is `f32(acc - zp[r] * colsum[j]) * (scale[r] * weight_scale[j]) + bias[j]`,
+    /// each operation rounded to f32 in that order, so that generated code can
+    /// reproduce it bit for bit.
+    QLinear,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -286,6 +308,10 @@ impl Op {
             Op::ArgMax { .. } => "ArgMax",
             Op::ArgMin { .. } => "ArgMin",
             Op::Resize(_) => "Resize",
+            Op::Quantize { .. } => "Quantize",
+            Op::DynamicQuantize { .. } => "DynamicQuantize",
+            Op::Dequantize { .. } => "Dequantize",
+            Op::QLinear => "QLinear",
         }
     }
 
@@ -304,6 +330,7 @@ impl Op {
             Op::Slice => (3, 5),
             Op::Pad { .. } => (2, 3),
             Op::Resize(_) => (1, 4),
+            Op::QLinear => (4, 5),
             _ => (1, 1),
         }
     }
@@ -312,6 +339,7 @@ impl Op {
     pub fn num_outputs(&self) -> usize {
         match self {
             Op::Split { sizes, .. } => sizes.len(),
+            Op::DynamicQuantize { .. } => 2,
             _ => 1,
         }
     }
@@ -361,6 +389,10 @@ impl Op {
                 Ok(())
             }
             Op::Transpose { perm } => write!(f, " perm={perm:?}"),
+            Op::Quantize { scale, zero_point } | Op::Dequantize { scale, zero_point } => {
+                write!(f, " scale={scale:e} zero_point={zero_point}")
+            }
+            Op::DynamicQuantize { per_token } => write!(f, " per_token={per_token}"),
             Op::Flatten { axis } | Op::Concat { axis } | Op::Gather { axis } => write!(f, " axis={axis}"),
             Op::Squeeze { axes: Some(axes) } => write!(f, " axes={axes:?}"),
             Op::Unsqueeze { axes } => write!(f, " axes={axes:?}"),

@@ -66,8 +66,9 @@ pub fn node_flops(graph: &Graph, id: NodeId) -> u64 {
             let k = if *trans_a { a.first() } else { a.get(1) }.copied().unwrap_or(0) as u64;
             2 * out_elems * k
         }
-        Op::Linear => {
-            let k = operand(1).and_then(|w| w.shape.get(1).copied()).unwrap_or(0) as u64;
+        Op::Linear | Op::QLinear => {
+            let weight = if node.op == Op::QLinear { 2 } else { 1 };
+            let k = operand(weight).and_then(|w| w.shape.get(1).copied()).unwrap_or(0) as u64;
             2 * out_elems * k
         }
         Op::Attention { head_dim, .. } => {

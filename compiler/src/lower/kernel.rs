@@ -9,6 +9,10 @@ use std::fmt;
 /// Columns per packed GEMM panel: two F32X4 vectors.
 pub const GEMM_NR: usize = 8;
 
+/// Depth of one INT8 GEMM step: each 32-bit lane of a weight vector holds
+/// four consecutive k of one column.
+pub const QGEMM_KGROUP: usize = 4;
+
 /// Elementwise functions of one operand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UnaryFn {
@@ -89,6 +93,22 @@ pub enum Kernel {
     /// `cols[batch * ih * iw, c * kh * kw]` into `out[batch, c, oh, ow]`,
     /// which starts at `bias[c]` (or 0). Operands: `out, cols, bias?`.
     Col2im { geometry: ConvGeometry, bias: bool },
+    /// f32 to u8 with a fixed scale and zero point (see `Op::Quantize`).
+    /// Operands: `out (u8), x`.
+    Quantize { len: usize, scale: f32, zero_point: u8 },
+    /// Dynamic quantization of `[rows, cols]`, one scale per row (a single
+    /// row covers the whole tensor). Operands: `out (u8), params [rows, 2], x`.
+    DynamicQuantize { rows: usize, cols: usize },
+    /// u8 to f32. Operands: `out, q (u8)`.
+    Dequantize { len: usize, scale: f32, zero_point: u8 },
+    /// INT8 GEMM with the dequantizing epilogue of `Op::QLinear`:
+    /// `C[m, n] = f32(A B - zp[r] colsum) * (scale[r] w_scale) + bias`,
+    /// with u8 `A[m, k]` and i8 `B` packed by `pack_int8_panels`.
+    /// `narrow_weights` records that every weight is in -64..=63, which
+    /// keeps x86-64 `pmaddubsw` from saturating. Operands: `C, A (u8),
+    /// params [1 or m, 2], B (packed), colsum (i32), w_scale, bias?`, the
+    /// last three padded to whole panels.
+    QGemm { m: usize, n: usize, k: usize, per_row_params: bool, bias: bool, narrow_weights: bool },
 }
 
 /// Sizes of a 2-D convolution. For `Im2col`, `(h, w)` is the input and
@@ -135,6 +155,10 @@ impl Kernel {
             Kernel::Resize2d { .. } => "resize2d",
             Kernel::Im2col { .. } => "im2col",
             Kernel::Col2im { .. } => "col2im",
+            Kernel::Quantize { .. } => "quantize",
+            Kernel::DynamicQuantize { .. } => "dynamic_quantize",
+            Kernel::Dequantize { .. } => "dequantize",
+            Kernel::QGemm { .. } => "qgemm",
         }
     }
 
@@ -143,7 +167,9 @@ impl Kernel {
     pub fn flops(&self) -> u64 {
         let f = |x: usize| x as u64;
         match self {
-            Kernel::Gemm { m, n, k, .. } => 2 * f(*m) * f(*n) * f(*k),
+            Kernel::Gemm { m, n, k, .. } | Kernel::QGemm { m, n, k, .. } => 2 * f(*m) * f(*n) * f(*k),
+            Kernel::Quantize { len, .. } | Kernel::Dequantize { len, .. } => 2 * f(*len),
+            Kernel::DynamicQuantize { rows, cols } => 4 * f(*rows) * f(*cols),
             Kernel::Attention { batch, tokens, heads, head_dim, .. } => {
                 4 * f(*batch) * f(*heads) * f(*tokens) * f(*tokens) * f(*head_dim)
             }
@@ -198,6 +224,16 @@ impl fmt::Display for Kernel {
             }
             Kernel::Im2col { geometry } => write!(f, "im2col {geometry:?}"),
             Kernel::Col2im { geometry, bias } => write!(f, "col2im {geometry:?} bias={bias}"),
+            Kernel::Quantize { len, scale, zero_point } => write!(f, "quantize len={len} scale={scale:e} zero_point={zero_point}"),
+            Kernel::DynamicQuantize { rows, cols } => write!(f, "dynamic_quantize rows={rows} cols={cols}"),
+            Kernel::Dequantize { len, scale, zero_point } => write!(f, "dequantize len={len} scale={scale:e} zero_point={zero_point}"),
+            Kernel::QGemm { m, n, k, per_row_params, bias, narrow_weights } => {
+                write!(f, "qgemm m={m} n={n} k={k} per_row_params={per_row_params} narrow_weights={narrow_weights}")?;
+                if *bias {
+                    write!(f, " +bias")?;
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -248,6 +248,10 @@ impl Selector<'_> {
             Op::Conv(_) => self.conv(node),
             Op::ConvTranspose(_) => self.conv_transpose(node),
             Op::Resize(_) => self.resize(node),
+            Op::Quantize { scale, zero_point } => self.quantize(node, *scale, *zero_point),
+            Op::DynamicQuantize { .. } => self.dynamic_quantize(node),
+            Op::Dequantize { scale, zero_point } => self.dequantize(node, *scale, *zero_point),
+            Op::QLinear => self.qlinear(node),
             Op::Reduce { kind: ReduceKind::Mean, .. } => Err("ReduceMean that is not part of a LayerNorm has no kernel".into()),
             other => Err(format!("no kernel for {}", other.name())),
         }
@@ -617,3 +621,4 @@ impl Selector<'_> {
 }
 
 mod conv;
+mod quant;

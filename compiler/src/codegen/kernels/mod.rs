@@ -4,6 +4,8 @@ mod attention;
 mod elementwise;
 pub mod gemm;
 mod layout;
+pub mod qgemm;
+mod quantize;
 mod rows;
 
 use super::builder::Kb;
@@ -23,6 +25,9 @@ pub fn task_count(kernel: &Kernel) -> u32 {
         Kernel::LayerNorm { rows, .. } | Kernel::Softmax { rows, .. } => rows.div_ceil(ROWS_PER_TASK) as u32,
         Kernel::Unary { len, .. } => len.div_ceil(ELEMENTS_PER_TASK) as u32,
         Kernel::Col2im { geometry, .. } => geometry.c.min(64) as u32,
+        Kernel::QGemm { m, n, .. } => qgemm::task_count(*m, *n),
+        Kernel::Quantize { len, .. } => len.div_ceil(ELEMENTS_PER_TASK) as u32,
+        Kernel::DynamicQuantize { rows, .. } => rows.div_ceil(quantize::ROWS_PER_TASK) as u32,
         _ => 1,
     }
 }
@@ -47,5 +52,11 @@ pub fn emit(kb: &mut Kb, kernel: &Kernel) {
         Kernel::Resize2d { planes, in_h, in_w, out_h, out_w, taps } => layout::resize2d(kb, *planes, *in_h, *in_w, *out_h, *out_w, *taps),
         Kernel::Im2col { geometry } => layout::im2col(kb, geometry),
         Kernel::Col2im { geometry, bias } => layout::col2im(kb, geometry, *bias, tasks),
+        Kernel::QGemm { m, n, k, per_row_params, bias, narrow_weights } => {
+            qgemm::emit_kernel(kb, *m, *n, *k, *per_row_params, *bias, *narrow_weights)
+        }
+        Kernel::Quantize { len, scale, zero_point } => quantize::quantize(kb, *len, *scale, *zero_point, ELEMENTS_PER_TASK),
+        Kernel::DynamicQuantize { rows, cols } => quantize::dynamic_quantize(kb, *rows, *cols),
+        Kernel::Dequantize { len, scale, zero_point } => quantize::dequantize(kb, *len, *scale, *zero_point),
     }
 }

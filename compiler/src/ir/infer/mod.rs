@@ -32,6 +32,7 @@ mod indexing;
 mod layout;
 mod linalg;
 mod norm;
+mod quant;
 mod reduce;
 mod resize;
 
@@ -100,6 +101,10 @@ pub fn infer_op(op: &Op, inputs: &[Option<&Fact>]) -> OpResult<Vec<Fact>> {
             reduce::arg_reduce(&operands, *axis, *keepdims)
         }
         Op::Resize(attrs) => resize::resize(&operands, attrs),
+        Op::Quantize { scale, zero_point } => quant::quantize(&operands, *scale, *zero_point),
+        Op::DynamicQuantize { per_token } => quant::dynamic_quantize(&operands, *per_token),
+        Op::Dequantize { scale, .. } => quant::dequantize(&operands, *scale),
+        Op::QLinear => quant::qlinear(&operands),
     }?;
 
     for (index, output) in outputs.iter().enumerate() {
@@ -277,6 +282,7 @@ fn operand_name(op: &Op, slot: usize) -> &'static str {
         Op::Range => &["start", "limit", "delta"],
         Op::Resize(_) => &["x", "roi", "scales", "sizes"],
         Op::Shape { .. } | Op::Size => &["data"],
+        Op::QLinear => &["x", "x_params", "weight", "weight_scale", "bias"],
         _ => &["input"],
     };
     names.get(slot).copied().unwrap_or("input")

@@ -1,0 +1,57 @@
+//! The generated INT8 GEMM kernel alone, single-threaded, on the Linear
+//! shapes of a ViT-S block (257 tokens, width 384, MLP 1536), twice: with
+//! 7-bit weights, which use pmaddubsw + pmaddwd on x86-64, and with 8-bit
+//! weights, which use the widening form (one vpdpbusd on a CPU with
+//! AVX512-VNNI). One element of throughput is one operation (a multiply-add
+//! is 2), so the figures read as OP/s.
+//! Compare them with `benches/int8_peak.c` (`benches/int8-peak` runs both).
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use vitc::codegen::jit::JitModel;
+use vitc::lower::kernel::Kernel;
+use vitc::lower::{Buf, Program, Step, TensorInfo, Weight};
+
+/// A program with one INT8 GEMM of u8 `m x k` (in the arena) times packed
+/// i8 `k x n`, with bias.
+fn qgemm_program(m: usize, k: usize, n: usize, narrow_weights: bool) -> Program {
+    let padded = n.div_ceil(8) * 8;
+    let packed_bytes = padded * k.div_ceil(4) * 4;
+    let words = |bytes: Vec<u8>| bytes.chunks(4).map(|c| f32::from_bits(u32::from_le_bytes(c.try_into().unwrap()))).collect();
+    let packed: Vec<f32> = words((0..packed_bytes).map(|i| ((i % 127) as i8 - 63) as u8).collect());
+    let params = vec![0.02, 7.0];
+    let colsum = vec![f32::from_bits(3); padded];
+    let scales = vec![0.01; padded];
+    let bias = vec![0.5; padded];
+    let weight = |name: &str, data: Vec<f32>| Weight { name: name.into(), data };
+    Program {
+        inputs: vec![TensorInfo { name: "unused".into(), shape: vec![1] }],
+        outputs: vec![TensorInfo { name: "c".into(), shape: vec![m, n] }],
+        weights: vec![weight("params", params), weight("b", packed), weight("colsum", colsum), weight("scales", scales), weight("bias", bias)],
+        steps: vec![Step {
+            node: "qgemm".into(),
+            kernel: Kernel::QGemm { m, n, k, per_row_params: false, bias: true, narrow_weights },
+            args: vec![Buf::Output(0), Buf::Arena { offset: 0 }, Buf::Weight(0), Buf::Weight(1), Buf::Weight(2), Buf::Weight(3), Buf::Weight(4)],
+        }],
+        arena_bytes: (m * k + 4).div_ceil(64) * 64,
+    }
+}
+
+fn qgemm(c: &mut Criterion) {
+    for (variant, narrow_weights) in [("pmaddubsw", true), ("widening", false)] {
+        let mut group = c.benchmark_group(format!("qgemm_{variant}_1thread"));
+        for (m, k, n) in [(257, 384, 384), (257, 384, 1536), (257, 1536, 384)] {
+            let program = qgemm_program(m, k, n, narrow_weights);
+            let mut jit = JitModel::compile(&program, "qgemm").expect("INT8 GEMM compiles");
+            let input = [0.0f32];
+            let mut out = vec![0.0f32; m * n];
+            group.throughput(Throughput::Elements((2 * m * n * k) as u64));
+            group.bench_function(format!("{m}x{k}x{n}"), |bench| {
+                bench.iter(|| jit.model.run(&[&input], &mut [&mut out], None).expect("INT8 GEMM runs"))
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, qgemm);
+criterion_main!(benches);

@@ -1,0 +1,227 @@
+//! Calibration data and the interpreter runs that the passes make on it.
+
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::{ArrayD, IxDyn};
+
+use vitc_runtime::ThreadPool;
+
+use crate::codegen::jit::JitModel;
+use crate::error::{Error, Result};
+use crate::lower::Program;
+use crate::eval::{Dataset, NormalizeOptions};
+use crate::interp::run_with_taps;
+use crate::ir::{Graph, ValueId};
+use crate::tensor::{ShapeDisplay, Tensor};
+
+/// Calibration inputs: whole batches for the graph's single input.
+#[derive(Clone, Debug)]
+pub struct Calibration {
+    pub batches: Vec<Tensor>,
+    /// Where the samples came from, for reports.
+    pub source: String,
+}
+
+impl Calibration {
+    /// Loads up to `samples` samples of `data` as batches of `batch_shape`
+    /// (the graph input's shape, batch first). Samples that do not fill a
+    /// last batch are left out, so no padding skews the statistics.
+    pub fn load(data: &Path, batch_shape: &[usize], samples: usize, normalize: &NormalizeOptions) -> Result<Calibration> {
+        let batch = batch_shape.first().copied().unwrap_or(1).max(1);
+        let dataset = Dataset::open_unlabeled(data, &batch_shape[1..], normalize)
+            .map_err(|e| Error::Compress(format!("calibration data {}: {e}", data.display())))?;
+        let count = samples.min(dataset.len()) / batch * batch;
+        if count == 0 {
+            return Err(Error::Compress(format!(
+                "calibration data {} has {} sample(s), fewer than one batch of {batch}; give more samples or a smaller calibration batch",
+                data.display(),
+                dataset.len()
+            )));
+        }
+        let mut batches = Vec::with_capacity(count / batch);
+        let mut buffer = vec![0.0f32; batch * dataset.sample_len()];
+        for first in (0..count).step_by(batch) {
+            dataset
+                .load_batch(first..first + batch, &mut buffer)
+                .map_err(|e| Error::Compress(format!("calibration data {}: {e}", data.display())))?;
+            let array = ArrayD::from_shape_vec(IxDyn(batch_shape), buffer.clone())
+                .map_err(|e| Error::Internal(format!("calibration batch shape: {e}")))?;
+            batches.push(Tensor::F32(array));
+        }
+        Ok(Calibration { batches, source: data.display().to_string() })
+    }
+
+    /// Calibration from tensors already shaped like the graph input.
+    pub fn from_batches(batches: Vec<Tensor>, source: impl Into<String>) -> Calibration {
+        Calibration { batches, source: source.into() }
+    }
+
+    /// The same samples in batches of `batch`; samples that do not fill a
+    /// last batch are left out.
+    pub fn rebatched(&self, batch: usize) -> Vec<Tensor> {
+        let Some(first) = self.batches.first() else { return Vec::new() };
+        let mut shape = first.shape().to_vec();
+        shape[0] = batch.max(1);
+        let sample_len: usize = shape[1..].iter().product();
+        let all: Vec<f32> = self.batches.iter().filter_map(Tensor::as_f32).flat_map(|a| a.iter().copied()).collect();
+        all.chunks_exact(sample_len * shape[0])
+            .map(|chunk| Tensor::F32(ArrayD::from_shape_vec(IxDyn(&shape), chunk.to_vec()).expect("chunk fills the shape")))
+            .collect()
+    }
+
+    pub fn samples(&self) -> usize {
+        self.batches.iter().map(|b| b.shape().first().copied().unwrap_or(1)).sum()
+    }
+
+    /// Checks that every batch fits the graph's single input.
+    pub fn check_against(&self, graph: &Graph) -> Result<()> {
+        let [input] = graph.inputs() else {
+            return Err(Error::Compress(format!("the model has {} inputs; compression supports one", graph.inputs().len())));
+        };
+        let fact = graph.fact(*input);
+        if self.batches.is_empty() {
+            return Err(Error::Compress(format!("calibration data {} has no batches", self.source)));
+        }
+        for batch in &self.batches {
+            if batch.shape() != fact.shape.as_slice() || batch.dtype() != fact.dtype {
+                return Err(Error::Compress(format!(
+                    "calibration data {} gives batches of {}{}, but the model's input '{}' is {fact}",
+                    self.source,
+                    batch.dtype(),
+                    ShapeDisplay(batch.shape()),
+                    graph.value(*input).name,
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Rows of a tapped value: the value flattened to `[rows, cols]`, where
+/// `cols` is its last dimension, over all calibration batches.
+#[derive(Clone, Debug, Default)]
+pub struct Rows {
+    pub data: Vec<f32>,
+    pub cols: usize,
+}
+
+impl Rows {
+    pub fn rows(&self) -> usize {
+        self.data.len().checked_div(self.cols).unwrap_or(0)
+    }
+
+    pub fn row(&self, index: usize) -> &[f32] {
+        &self.data[index * self.cols..(index + 1) * self.cols]
+    }
+
+    fn push(&mut self, tensor: &Tensor, name: &str) -> Result<()> {
+        let array = tensor.as_f32().ok_or_else(|| Error::Compress(format!("value '{name}' is not f32")))?;
+        let cols = array.shape().last().copied().unwrap_or(1);
+        if self.cols != 0 && self.cols != cols {
+            return Err(Error::Internal(format!("value '{name}' changed width between batches")));
+        }
+        self.cols = cols;
+        self.data.extend(array.iter().copied());
+        Ok(())
+    }
+}
+
+/// Runs `graph` on every calibration batch and returns the graph's first
+/// output and each tapped value as rows.
+///
+/// The runs use generated code (JIT) with the tapped values as extra
+/// outputs, which is several times faster than the interpreter; a graph
+/// that the backend cannot lower runs in the interpreter instead.
+pub fn run_rows(graph: &Graph, calibration: &Calibration, taps: &[ValueId], label: &str) -> Result<(Rows, Vec<Rows>)> {
+    match JitRunner::new(graph, taps) {
+        Ok(mut runner) => runner.run(calibration, label),
+        Err(error) => {
+            tracing::debug!(%error, "calibration runs fall back to the interpreter");
+            run_rows_interpreted(graph, calibration, taps, label)
+        }
+    }
+}
+
+/// The graph compiled with its first output and the taps as outputs.
+struct JitRunner {
+    jit: JitModel,
+    pool: ThreadPool,
+    /// Output buffers, and the row width of each.
+    buffers: Vec<Vec<f32>>,
+    widths: Vec<usize>,
+    /// Output index of each tap.
+    tap_outputs: Vec<usize>,
+}
+
+impl JitRunner {
+    fn new(graph: &Graph, taps: &[ValueId]) -> Result<JitRunner> {
+        let first = *graph.outputs().first().ok_or_else(|| Error::Compress("the model has no outputs".into()))?;
+        let mut outputs = vec![first];
+        let mut tap_outputs = Vec::with_capacity(taps.len());
+        for &tap in taps {
+            match outputs.iter().position(|&o| o == tap) {
+                Some(index) => tap_outputs.push(index),
+                None => {
+                    outputs.push(tap);
+                    tap_outputs.push(outputs.len() - 1);
+                }
+            }
+        }
+        let mut tapped = graph.clone();
+        tapped.set_outputs(outputs.clone());
+        let program = Program::lower(&tapped)?;
+        let jit = JitModel::compile(&program, "calibration")?;
+        let pool = ThreadPool::new(0).map_err(|e| Error::Internal(format!("cannot start a thread pool: {e}")))?;
+        let buffers = outputs.iter().map(|&v| vec![0.0; graph.fact(v).numel()]).collect();
+        let widths = outputs.iter().map(|&v| graph.fact(v).shape.last().copied().unwrap_or(1)).collect();
+        Ok(JitRunner { jit, pool, buffers, widths, tap_outputs })
+    }
+
+    fn run(&mut self, calibration: &Calibration, label: &str) -> Result<(Rows, Vec<Rows>)> {
+        let progress = progress_bar(calibration.batches.len(), label);
+        let mut collected: Vec<Rows> = self.widths.iter().map(|&cols| Rows { data: Vec::new(), cols }).collect();
+        for batch in &calibration.batches {
+            let array = batch.as_f32().ok_or_else(|| Error::Compress("calibration batches must be f32".into()))?;
+            let input: Vec<f32> = array.iter().copied().collect();
+            let mut outputs: Vec<&mut [f32]> = self.buffers.iter_mut().map(|b| b.as_mut_slice()).collect();
+            self.jit
+                .model
+                .run(&[&input], &mut outputs, Some(&self.pool))
+                .map_err(|e| Error::Internal(format!("calibration run failed: {e}")))?;
+            for (rows, buffer) in collected.iter_mut().zip(&self.buffers) {
+                rows.data.extend_from_slice(buffer);
+            }
+            progress.inc(1);
+        }
+        progress.finish_and_clear();
+        let tapped = self.tap_outputs.iter().map(|&i| collected[i].clone()).collect();
+        Ok((collected.swap_remove(0), tapped))
+    }
+}
+
+fn run_rows_interpreted(graph: &Graph, calibration: &Calibration, taps: &[ValueId], label: &str) -> Result<(Rows, Vec<Rows>)> {
+    let input = graph.inputs()[0];
+    let progress = progress_bar(calibration.batches.len(), label);
+    let mut outputs = Rows::default();
+    let mut tapped = vec![Rows::default(); taps.len()];
+    for batch in &calibration.batches {
+        let (results, values) = run_with_taps(graph, &[(input, batch.clone())], taps)?;
+        let first = results.first().ok_or_else(|| Error::Compress("the model has no outputs".into()))?;
+        outputs.push(first, "output")?;
+        for ((rows, tensor), &tap) in tapped.iter_mut().zip(&values).zip(taps) {
+            rows.push(tensor, &graph.value(tap).name)?;
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    Ok((outputs, tapped))
+}
+
+fn progress_bar(len: usize, label: &str) -> ProgressBar {
+    // indicatif hides the bar when stderr is not a terminal.
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{bar:20}] {pos}/{len} batches").expect("template is valid"));
+    bar.set_message(label.to_string());
+    bar
+}

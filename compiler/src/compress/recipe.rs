@@ -1,0 +1,489 @@
+//! Compression recipes: which passes run, in what order, with what settings.
+//!
+//! A recipe is a TOML file with an optional `[calibration]` table and an
+//! ordered list of `[[pass]]` tables, each naming its `kind`:
+//!
+//! ```toml
+//! [calibration]
+//! samples = 1024
+//!
+//! [[pass]]
+//! kind = "low-rank"
+//! scope = "mlp"
+//! param-cut = 0.3
+//!
+//! [[pass]]
+//! kind = "prune"
+//! flops = 0.4
+//!
+//! [[pass]]
+//! kind = "distill"
+//! ```
+//!
+//! Unknown keys and pass kinds are errors, so a misspelled setting never
+//! silently falls back to a default. [`Recipe::validate`] checks every value
+//! that can be checked without the model; [`super::plan`] checks the rest
+//! against the model before any pass runs.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A parsed recipe.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Recipe {
+    #[serde(default)]
+    pub calibration: CalibrationSettings,
+    /// The passes, in the order they run.
+    #[serde(default, rename = "pass")]
+    pub passes: Vec<PassSpec>,
+}
+
+/// How much calibration data the passes see.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CalibrationSettings {
+    /// Dataset path; `--calib-data` on the command line overrides it.
+    pub data: Option<PathBuf>,
+    /// Samples taken from the start of the dataset.
+    pub samples: usize,
+    /// Samples per interpreter run.
+    pub batch: usize,
+}
+
+impl Default for CalibrationSettings {
+    fn default() -> CalibrationSettings {
+        CalibrationSettings { data: None, samples: 512, batch: 32 }
+    }
+}
+
+/// One pass of a recipe.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum PassSpec {
+    LowRank(LowRankSpec),
+    Prune(PruneSpec),
+    Sparsify(SparsifySpec),
+    Distill(DistillSpec),
+    LoadWeights(LoadWeightsSpec),
+    /// INT8 quantization; it must be the last pass.
+    Quantize(crate::quant::QuantConfig),
+}
+
+impl PassSpec {
+    /// The pass kind as a recipe spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PassSpec::LowRank(_) => "low-rank",
+            PassSpec::Prune(_) => "prune",
+            PassSpec::Sparsify(_) => "sparsify",
+            PassSpec::Distill(_) => "distill",
+            PassSpec::LoadWeights(_) => "load-weights",
+            PassSpec::Quantize(_) => "quantize",
+        }
+    }
+
+    /// Whether the pass reads calibration data.
+    pub fn needs_calibration(&self) -> bool {
+        match self {
+            PassSpec::LowRank(spec) => spec.method == LowRankMethod::Activation,
+            PassSpec::Prune(spec) => matches!(spec.importance, Importance::Activation | Importance::Reconstruction),
+            PassSpec::Sparsify(_) | PassSpec::LoadWeights(_) => false,
+            PassSpec::Distill(_) => true,
+            PassSpec::Quantize(config) => {
+                config.activations == crate::quant::ActivationMode::Static || config.smoothing_alpha.is_some()
+            }
+        }
+    }
+}
+
+/// Which Linear layers a pass considers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// The two Linear layers of every MLP (fc1 and fc2).
+    #[default]
+    Mlp,
+    /// The query, key, value and output projections of every attention.
+    Attention,
+    /// Both of the above: every Linear of the transformer blocks.
+    Encoder,
+    /// Every Linear of the model, the classifier head included.
+    All,
+}
+
+/// Low-rank rewriting of Linear layers by a truncated factorization.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LowRankSpec {
+    #[serde(default)]
+    pub scope: Scope,
+    /// Glob patterns on Linear node names that narrow the scope.
+    #[serde(default)]
+    pub layers: Vec<String>,
+    /// A fixed rank for every selected layer.
+    pub rank: Option<usize>,
+    /// Keep the smallest rank whose singular values (or output variance,
+    /// for the activation method) hold this fraction of the energy.
+    pub energy: Option<f64>,
+    /// Remove this fraction of each selected layer's weight parameters.
+    pub param_cut: Option<f64>,
+    #[serde(default)]
+    pub method: LowRankMethod,
+}
+
+/// How the factors are chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LowRankMethod {
+    /// Truncated SVD of the weight matrix.
+    Weight,
+    /// Project the layer's outputs on calibration data onto their top
+    /// principal directions (the rank-r least-squares optimum for the
+    /// outputs, rather than for the weights).
+    #[default]
+    Activation,
+}
+
+/// Structured pruning of attention heads and MLP neurons.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PruneSpec {
+    /// Fraction of heads removed from every attention.
+    pub heads: Option<f64>,
+    /// Fraction of hidden neurons removed from every MLP.
+    pub neurons: Option<f64>,
+    /// Global target: remove this fraction of the encoder's FLOPs,
+    /// taking the least important heads and neurons across all layers.
+    pub flops: Option<f64>,
+    /// Global target: remove this fraction of the encoder's parameters.
+    pub params: Option<f64>,
+    /// Per-unit ratios (unit name or glob to fraction) that override
+    /// `heads` and `neurons`, e.g. `{ "/blocks.0/mlp" = 0.25 }`.
+    #[serde(default)]
+    pub layers: std::collections::BTreeMap<String, f64>,
+    #[serde(default)]
+    pub importance: Importance,
+    /// Kept neuron counts are rounded up to a multiple of this, which
+    /// suits the register tiles of the generated GEMM.
+    #[serde(default = "default_neuron_multiple")]
+    pub neuron_multiple: usize,
+    /// With a global target, the largest fraction of any one unit removed.
+    #[serde(default = "default_max_unit_ratio")]
+    pub max_unit_ratio: f64,
+}
+
+fn default_neuron_multiple() -> usize {
+    4
+}
+
+fn default_max_unit_ratio() -> f64 {
+    0.9
+}
+
+/// How heads and neurons are ranked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Importance {
+    /// Sum of absolute weights that belong to the head or neuron.
+    L1,
+    /// Euclidean norm of those weights.
+    L2,
+    /// Mean squared contribution to the layer's output on calibration data.
+    Activation,
+    /// Increase of the unit's output error on calibration data when the
+    /// head or neuron is removed and the rest are refit by least squares
+    /// (the Optimal Brain Surgeon criterion, applied greedily).
+    #[default]
+    Reconstruction,
+}
+
+/// Unstructured magnitude pruning.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SparsifySpec {
+    /// Fraction of weights set to zero.
+    pub sparsity: f64,
+    #[serde(default)]
+    pub scope: Scope,
+    #[serde(default)]
+    pub layers: Vec<String>,
+    /// `layer` prunes every layer to `sparsity`; `global` ranks the
+    /// weights of all selected layers together.
+    #[serde(default)]
+    pub granularity: SparsityGranularity,
+    /// Zero whole blocks of `[block, 1]` weights along the input axis, so
+    /// that the GEMM can skip them. 1 prunes single weights.
+    #[serde(default = "default_block")]
+    pub block: usize,
+}
+
+fn default_block() -> usize {
+    1
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SparsityGranularity {
+    #[default]
+    Layer,
+    Global,
+}
+
+/// Layer-wise distillation: refit compressed layers by least squares so
+/// their outputs match the teacher's on calibration data.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DistillSpec {
+    /// Ridge regularization relative to the mean diagonal of `X^T X`.
+    #[serde(default = "default_ridge")]
+    pub ridge: f64,
+    /// Which layers are refit.
+    #[serde(default)]
+    pub layers: DistillLayers,
+    /// What each refit output layer matches.
+    #[serde(default)]
+    pub target: DistillTarget,
+    /// Also refit the Linear layers after the last transformer block (the
+    /// classifier head) to the teacher's outputs.
+    #[serde(default = "default_true")]
+    pub head: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_ridge() -> f64 {
+    1e-3
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DistillLayers {
+    /// Layers that an earlier pass changed, and every Linear of a unit
+    /// that lost heads or neurons.
+    #[default]
+    Changed,
+    /// Every Linear of the encoder.
+    Encoder,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DistillTarget {
+    /// A layer whose output is added to the residual stream matches the
+    /// teacher's residual stream after the addition, so each refit also
+    /// corrects the error that earlier layers left in the stream.
+    Residual,
+    /// Every layer matches the teacher's output of the same layer.
+    #[default]
+    Output,
+}
+
+/// Replace weights by those of a model distilled elsewhere.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LoadWeightsSpec {
+    /// A `.safetensors` file or an `.onnx` model.
+    pub path: PathBuf,
+    /// Accept a file whose tensors do not all match a weight of the model;
+    /// unmatched names are still reported.
+    #[serde(default)]
+    pub allow_unmatched: bool,
+}
+
+/// The documented presets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    Lossless,
+    Balanced,
+    Fast,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 3] = [Preset::Lossless, Preset::Balanced, Preset::Fast];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Lossless => "lossless",
+            Preset::Balanced => "balanced",
+            Preset::Fast => "fast",
+        }
+    }
+
+    /// The preset as recipe text.
+    pub fn toml(self) -> &'static str {
+        match self {
+            Preset::Lossless => include_str!("presets/lossless.toml"),
+            Preset::Balanced => include_str!("presets/balanced.toml"),
+            Preset::Fast => include_str!("presets/fast.toml"),
+        }
+    }
+
+    pub fn recipe(self) -> Recipe {
+        Recipe::from_toml_str(self.toml()).expect("presets are valid recipes")
+    }
+}
+
+impl std::str::FromStr for Preset {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Preset> {
+        Preset::ALL.into_iter().find(|p| p.name() == text).ok_or_else(|| {
+            recipe_error(format!("unknown preset '{text}'; the presets are lossless, balanced and fast"))
+        })
+    }
+}
+
+fn recipe_error(message: String) -> Error {
+    Error::Recipe(message)
+}
+
+impl Recipe {
+    /// Parses and validates recipe text.
+    pub fn from_toml_str(text: &str) -> Result<Recipe> {
+        let recipe: Recipe = toml::from_str(text).map_err(|e| recipe_error(e.to_string().trim_end().to_string()))?;
+        recipe.validate()?;
+        Ok(recipe)
+    }
+
+    /// Reads, parses and validates a recipe file. A relative calibration
+    /// path is taken relative to the recipe's folder.
+    pub fn from_file(path: &Path) -> Result<Recipe> {
+        let text = std::fs::read_to_string(path).map_err(|error| Error::Io { path: path.to_path_buf(), error })?;
+        let mut recipe = Recipe::from_toml_str(&text)
+            .map_err(|e| recipe_error(format!("{}: {}", path.display(), e.to_string().trim_start_matches("recipe: "))))?;
+        if let (Some(data), Some(dir)) = (&recipe.calibration.data, path.parent())
+            && data.is_relative()
+        {
+            recipe.calibration.data = Some(dir.join(data));
+        }
+        for pass in &mut recipe.passes {
+            if let (PassSpec::LoadWeights(spec), Some(dir)) = (pass, path.parent())
+                && spec.path.is_relative()
+            {
+                spec.path = dir.join(&spec.path);
+            }
+        }
+        Ok(recipe)
+    }
+
+    /// Whether any pass reads calibration data.
+    pub fn needs_calibration(&self) -> bool {
+        self.passes.iter().any(PassSpec::needs_calibration)
+    }
+
+    /// Checks every setting that does not depend on the model.
+    pub fn validate(&self) -> Result<()> {
+        if self.calibration.samples == 0 {
+            return Err(recipe_error("calibration.samples must be at least 1".into()));
+        }
+        if self.calibration.batch == 0 {
+            return Err(recipe_error("calibration.batch must be at least 1".into()));
+        }
+        for (index, pass) in self.passes.iter().enumerate() {
+            let at = |message: String| recipe_error(format!("pass {} ({}): {message}", index + 1, pass.kind()));
+            validate_pass(pass).map_err(at)?;
+            if matches!(pass, PassSpec::Quantize(_)) && index + 1 != self.passes.len() {
+                return Err(at("quantize must be the last pass, after every pass that changes f32 weights".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_pass(pass: &PassSpec) -> std::result::Result<(), String> {
+    match pass {
+        PassSpec::LowRank(spec) => {
+            let given = [spec.rank.is_some(), spec.energy.is_some(), spec.param_cut.is_some()];
+            if given.iter().filter(|g| **g).count() != 1 {
+                return Err("set exactly one of rank, energy and param-cut".into());
+            }
+            if spec.rank == Some(0) {
+                return Err("rank must be at least 1".into());
+            }
+            if let Some(energy) = spec.energy
+                && !(energy > 0.0 && energy <= 1.0)
+            {
+                return Err(format!("energy must be in (0, 1], not {energy}"));
+            }
+            check_fraction("param-cut", spec.param_cut)?;
+            check_globs(&spec.layers)
+        }
+        PassSpec::Prune(spec) => {
+            let uniform = spec.heads.is_some() || spec.neurons.is_some() || !spec.layers.is_empty();
+            let global = spec.flops.is_some() || spec.params.is_some();
+            if !uniform && !global {
+                return Err("set heads and/or neurons (per-unit ratios), or one global target: flops or params".into());
+            }
+            if uniform && global {
+                return Err("per-unit ratios (heads, neurons, layers) and a global target (flops, params) exclude each other".into());
+            }
+            if spec.flops.is_some() && spec.params.is_some() {
+                return Err("set only one global target: flops or params".into());
+            }
+            check_fraction("heads", spec.heads)?;
+            check_fraction("neurons", spec.neurons)?;
+            check_fraction("flops", spec.flops)?;
+            check_fraction("params", spec.params)?;
+            for (pattern, ratio) in &spec.layers {
+                check_fraction(&format!("layers.\"{pattern}\""), Some(*ratio))?;
+            }
+            check_globs(&spec.layers.keys().cloned().collect::<Vec<_>>())?;
+            if spec.neuron_multiple == 0 {
+                return Err("neuron-multiple must be at least 1".into());
+            }
+            if !(spec.max_unit_ratio > 0.0 && spec.max_unit_ratio < 1.0) {
+                return Err(format!("max-unit-ratio must be in (0, 1), not {}", spec.max_unit_ratio));
+            }
+            Ok(())
+        }
+        PassSpec::Sparsify(spec) => {
+            check_fraction("sparsity", Some(spec.sparsity))?;
+            if spec.block == 0 {
+                return Err("block must be at least 1".into());
+            }
+            check_globs(&spec.layers)
+        }
+        PassSpec::Distill(spec) => {
+            if !(spec.ridge.is_finite() && spec.ridge >= 0.0) {
+                return Err(format!("ridge must be a finite number >= 0, not {}", spec.ridge));
+            }
+            Ok(())
+        }
+        PassSpec::Quantize(config) => config.validate().map_err(|e| e.to_string()),
+        PassSpec::LoadWeights(spec) => {
+            if spec.path.as_os_str().is_empty() {
+                return Err("path must name a .safetensors or .onnx file".into());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Checks that an optional fraction lies in `[0, 1)`.
+fn check_fraction(field: &str, value: Option<f64>) -> std::result::Result<(), String> {
+    match value {
+        Some(v) if !(0.0..1.0).contains(&v) => Err(format!("{field} must be in [0, 1), not {v}")),
+        _ => Ok(()),
+    }
+}
+
+fn check_globs(patterns: &[String]) -> std::result::Result<(), String> {
+    for pattern in patterns {
+        glob::Pattern::new(pattern).map_err(|e| format!("layer pattern '{pattern}' is not a valid glob: {e}"))?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for Recipe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.passes.iter().map(PassSpec::kind).collect();
+        write!(f, "{}", names.join(" -> "))
+    }
+}

@@ -1,0 +1,237 @@
+//! What each compression pass changed and what it cost.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use super::calib::Rows;
+use super::distill::Refit;
+use super::weights::LoadReport;
+use crate::ir::summary::{Summary, node_flops};
+use crate::ir::{Graph, Op};
+use crate::tensor::DType;
+
+/// Parameters and FLOPs of one layer (a node with weights, or an Attention).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Cost {
+    pub params: u64,
+    pub flops: u64,
+}
+
+/// Cost of every Linear, Conv and Attention node, by node name.
+pub fn layer_costs(graph: &Graph) -> BTreeMap<String, Cost> {
+    let mut costs = BTreeMap::new();
+    for id in graph.node_ids() {
+        let node = graph.node(id);
+        if !matches!(node.op, Op::Linear | Op::QLinear | Op::Conv(_) | Op::Attention { .. } | Op::MatMul | Op::Gemm { .. }) {
+            continue;
+        }
+        let params = node.inputs[1..]
+            .iter()
+            .flatten()
+            .filter(|v| graph.konst(**v).is_some_and(|t| t.dtype().is_float() || t.dtype() == DType::I8))
+            .map(|v| graph.fact(*v).numel() as u64)
+            .sum();
+        costs.insert(node.name.clone(), Cost { params, flops: node_flops(graph, id) });
+    }
+    costs
+}
+
+/// One layer whose cost or weights a pass changed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LayerChange {
+    pub layer: String,
+    pub before: Cost,
+    pub after: Cost,
+    /// Ratio, rank or sparsity chosen, as the pass describes it.
+    pub detail: String,
+}
+
+/// Output of the compressed model against the teacher on calibration data.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct OutputError {
+    pub samples: usize,
+    /// Fraction of samples whose top-1 class matches the teacher's, for
+    /// models with `[batch, classes]` outputs.
+    pub top1_agreement: Option<f64>,
+    /// `|y - t| / |t|` over all outputs.
+    pub relative_error: f64,
+    pub max_abs_error: f64,
+    /// Mean and minimum of the per-sample cosine similarity.
+    pub cosine_mean: f64,
+    pub cosine_min: f64,
+}
+
+impl OutputError {
+    /// Compares outputs of `samples` samples with the teacher's.
+    pub fn measure(student: &Rows, teacher: &Rows, samples: usize, classifier: bool) -> OutputError {
+        let per_sample = student.data.len() / samples.max(1);
+        let mut result = OutputError { samples, cosine_min: f64::INFINITY, ..OutputError::default() };
+        let (mut diff, mut norm, mut agree, mut cosine_sum) = (0.0f64, 0.0f64, 0usize, 0.0f64);
+        for s in 0..samples {
+            let y = &student.data[s * per_sample..(s + 1) * per_sample];
+            let t = &teacher.data[s * per_sample..(s + 1) * per_sample];
+            let (mut dot, mut yy, mut tt) = (0.0f64, 0.0f64, 0.0f64);
+            for (&a, &b) in y.iter().zip(t) {
+                let (a, b) = (a as f64, b as f64);
+                diff += (a - b) * (a - b);
+                norm += b * b;
+                dot += a * b;
+                yy += a * a;
+                tt += b * b;
+                result.max_abs_error = result.max_abs_error.max((a - b).abs());
+            }
+            let cosine = if yy > 0.0 && tt > 0.0 { dot / (yy.sqrt() * tt.sqrt()) } else { f64::from(u8::from(yy == tt)) };
+            cosine_sum += cosine;
+            result.cosine_min = result.cosine_min.min(cosine);
+            if argmax(y) == argmax(t) {
+                agree += 1;
+            }
+        }
+        result.relative_error = (diff / norm.max(f64::MIN_POSITIVE)).sqrt();
+        result.cosine_mean = cosine_sum / samples.max(1) as f64;
+        result.top1_agreement = classifier.then(|| agree as f64 / samples.max(1) as f64);
+        result
+    }
+}
+
+fn argmax(values: &[f32]) -> usize {
+    values.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
+}
+
+/// What one pass did.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PassReport {
+    pub pass: String,
+    pub params_before: u64,
+    pub params_after: u64,
+    pub flops_before: u64,
+    pub flops_after: u64,
+    pub layers: Vec<LayerChange>,
+    /// Refits made by a distill pass.
+    pub refits: Vec<Refit>,
+    pub loaded: Option<LoadReport>,
+    /// Scales and decisions of a quantize pass.
+    pub quantization: Option<crate::quant::QuantReport>,
+    /// Against the teacher, after this pass; `None` without calibration data.
+    pub output_error: Option<OutputError>,
+    pub seconds: f64,
+}
+
+/// The whole compression: every pass in order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CompressReport {
+    pub recipe: String,
+    pub calibration: Option<String>,
+    pub calibration_samples: usize,
+    pub params_before: u64,
+    pub params_after: u64,
+    pub flops_before: u64,
+    pub flops_after: u64,
+    /// FLOPs of the attention and MLP units (the encoder), before and after.
+    pub encoder_flops_before: u64,
+    pub encoder_flops_after: u64,
+    pub passes: Vec<PassReport>,
+}
+
+/// Layers whose cost or detail changed between `before` and `after`.
+pub fn changes(
+    before: &BTreeMap<String, Cost>,
+    after: &BTreeMap<String, Cost>,
+    details: &BTreeMap<String, String>,
+) -> Vec<LayerChange> {
+    let mut names: Vec<&String> = before.keys().chain(after.keys()).chain(details.keys()).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let b = before.get(name).copied().unwrap_or_default();
+            let a = after.get(name).copied().unwrap_or_default();
+            let detail = details.get(name).cloned().unwrap_or_default();
+            (b != a || !detail.is_empty()).then(|| LayerChange { layer: name.clone(), before: b, after: a, detail })
+        })
+        .collect()
+}
+
+/// Parameters (float and INT8 constants) and FLOPs of a graph.
+pub fn totals(graph: &Graph) -> (u64, u64) {
+    let summary = Summary::of(graph);
+    let int8: u64 = graph
+        .value_ids()
+        .filter(|&v| graph.producer(v).op == Op::Constant && graph.fact(v).dtype == DType::I8)
+        .map(|v| graph.fact(v).numel() as u64)
+        .sum();
+    (summary.parameters + int8, summary.flops)
+}
+
+fn percent(before: u64, after: u64) -> String {
+    if before == 0 {
+        return "n/a".into();
+    }
+    format!("{:+.1}%", (after as f64 - before as f64) / before as f64 * 100.0)
+}
+
+impl fmt::Display for CompressReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "compression: {}", self.recipe)?;
+        if let Some(source) = &self.calibration {
+            writeln!(f, "calibration: {} samples of {source} (FLOPs below are per calibration batch)", self.calibration_samples)?;
+        }
+        writeln!(f, "parameters:   {} -> {} ({})", self.params_before, self.params_after, percent(self.params_before, self.params_after))?;
+        writeln!(f, "FLOPs:        {} -> {} ({})", self.flops_before, self.flops_after, percent(self.flops_before, self.flops_after))?;
+        writeln!(
+            f,
+            "encoder FLOPs: {} -> {} ({})",
+            self.encoder_flops_before,
+            self.encoder_flops_after,
+            percent(self.encoder_flops_before, self.encoder_flops_after)
+        )?;
+        for pass in &self.passes {
+            write!(f, "\npass {}: FLOPs {}, parameters {}", pass.pass, percent(pass.flops_before, pass.flops_after), percent(pass.params_before, pass.params_after))?;
+            writeln!(f, " ({:.2} s)", pass.seconds)?;
+            if let Some(error) = &pass.output_error {
+                write!(f, "  vs original:")?;
+                if let Some(agreement) = error.top1_agreement {
+                    write!(f, " top-1 agreement {:.2}%,", agreement * 100.0)?;
+                }
+                writeln!(
+                    f,
+                    " relative error {:.4}, cosine mean {:.5} min {:.5}, max abs {:.4}",
+                    error.relative_error, error.cosine_mean, error.cosine_min, error.max_abs_error
+                )?;
+            }
+            for layer in &pass.layers {
+                if layer.before == Cost::default() && layer.after == Cost::default() {
+                    writeln!(f, "  {:<32} {}", layer.layer, layer.detail)?;
+                    continue;
+                }
+                writeln!(
+                    f,
+                    "  {:<32} params {:>9} -> {:<9} FLOPs {:>11} -> {:<11} {}",
+                    layer.layer, layer.before.params, layer.after.params, layer.before.flops, layer.after.flops, layer.detail
+                )?;
+            }
+            for refit in &pass.refits {
+                writeln!(
+                    f,
+                    "  refit {:<26} ({:<8}) relative error {:.5} -> {:.5}",
+                    refit.layer, refit.target, refit.relative_error_before, refit.relative_error_after
+                )?;
+            }
+            if let Some(quantization) = &pass.quantization {
+                for line in quantization.to_string().lines() {
+                    writeln!(f, "  {line}")?;
+                }
+            }
+            if let Some(loaded) = &pass.loaded {
+                writeln!(f, "  loaded {} tensor(s) from {}; {} unmatched, {} weight(s) kept", loaded.replaced.len(), loaded.source, loaded.unmatched.len(), loaded.kept)?;
+                for name in &loaded.unmatched {
+                    writeln!(f, "    unmatched: {name}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

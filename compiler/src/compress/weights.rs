@@ -1,0 +1,163 @@
+//! Weights from a model distilled elsewhere: a `.safetensors` file or the
+//! initializers of an `.onnx` model, matched to the model's constants by name.
+//!
+//! A constant matches a file tensor named like its IR value
+//! (`/blocks.0/attn/q/weight`) or like a PyTorch state dict entry of the
+//! same layer (`blocks.0.attn.q.weight`; a LayerNorm's `scale` also
+//! matches `weight`). Linear weights are `[out, in]` in both. Every shape
+//! must match exactly; tensors of the file that match nothing are an error
+//! unless `allow-unmatched` is set, and are listed in the report either way.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use half::{bf16, f16};
+use safetensors::{Dtype, SafeTensors};
+
+use super::edit::Edit;
+use super::recipe::LoadWeightsSpec;
+use crate::error::{Error, Result};
+use crate::ir::{Graph, Op};
+use crate::onnx::{ImportOptions, import_file};
+use crate::passes::PassManager;
+use crate::tensor::{ShapeDisplay, Tensor};
+
+/// What loading matched.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct LoadReport {
+    pub source: String,
+    pub replaced: Vec<String>,
+    /// File tensors that match no constant of the model.
+    pub unmatched: Vec<String>,
+    /// Float constants of the model that the file does not cover.
+    pub kept: usize,
+}
+
+pub fn run(graph: &Graph, spec: &LoadWeightsSpec) -> Result<(Vec<Edit>, LoadReport)> {
+    let tensors = read_tensors(&spec.path, graph)?;
+    let constants = constant_aliases(graph);
+
+    let mut edits = Vec::new();
+    let mut report = LoadReport { source: spec.path.display().to_string(), ..LoadReport::default() };
+    let mut mismatches = Vec::new();
+    let mut covered = std::collections::HashSet::new();
+    for (name, tensor) in &tensors {
+        let Some(value) = constants.get(name.as_str()) else {
+            report.unmatched.push(name.clone());
+            continue;
+        };
+        let fact = graph.fact(graph.value_ids().find(|&v| graph.value(v).name == *value).expect("alias of an existing value"));
+        if fact.shape != tensor.shape() {
+            mismatches.push(format!(
+                "'{name}' is {} in the file but the model's '{value}' is {}",
+                ShapeDisplay(tensor.shape()),
+                ShapeDisplay(&fact.shape)
+            ));
+            continue;
+        }
+        if tensor.count_non_finite() > 0 {
+            return Err(Error::Compress(format!("{}: tensor '{name}' contains NaN or infinite values", spec.path.display())));
+        }
+        covered.insert(value.clone());
+        report.replaced.push(name.clone());
+        edits.push(Edit::Constant { value: value.clone(), tensor: tensor.clone() });
+    }
+    if !mismatches.is_empty() {
+        return Err(Error::Compress(format!(
+            "{}: {} tensor shape(s) do not match the model:\n  {}",
+            spec.path.display(),
+            mismatches.len(),
+            mismatches.join("\n  ")
+        )));
+    }
+    if !report.unmatched.is_empty() && !spec.allow_unmatched {
+        let mut names = report.unmatched.clone();
+        names.truncate(20);
+        return Err(Error::Compress(format!(
+            "{}: {} tensor(s) match no weight of the model, e.g. {}; set allow-unmatched = true to load the rest",
+            spec.path.display(),
+            report.unmatched.len(),
+            names.join(", ")
+        )));
+    }
+    if edits.is_empty() {
+        return Err(Error::Compress(format!("{}: no tensor matches a weight of the model", spec.path.display())));
+    }
+    let distinct_values: std::collections::HashSet<&String> = constants.values().collect();
+    report.kept = distinct_values.len() - covered.len();
+    Ok((edits, report))
+}
+
+/// Every name a float constant answers to, mapped to its value name.
+fn constant_aliases(graph: &Graph) -> HashMap<String, String> {
+    let mut aliases = HashMap::new();
+    for value in graph.value_ids() {
+        let v = graph.value(value);
+        if graph.producer(value).op != Op::Constant || !v.fact.dtype.is_float() {
+            continue;
+        }
+        let name = v.name.clone();
+        let dotted = name.trim_start_matches('/').replace('/', ".");
+        if let Some(layer) = dotted.strip_suffix(".scale") {
+            aliases.insert(format!("{layer}.weight"), name.clone());
+        }
+        aliases.insert(dotted, name.clone());
+        aliases.insert(name.clone(), name);
+    }
+    aliases
+}
+
+fn read_tensors(path: &Path, graph: &Graph) -> Result<BTreeMap<String, Arc<Tensor>>> {
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match extension.as_str() {
+        "safetensors" => read_safetensors(path),
+        "onnx" => read_onnx(path, graph),
+        _ => Err(Error::Compress(format!("{}: load-weights reads .safetensors or .onnx files", path.display()))),
+    }
+}
+
+fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Arc<Tensor>>> {
+    let bytes = std::fs::read(path).map_err(|error| Error::Io { path: path.to_path_buf(), error })?;
+    let file = SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::Compress(format!("{} is not a valid safetensors file: {e}", path.display())))?;
+    let mut tensors = BTreeMap::new();
+    for (name, view) in file.tensors() {
+        let data = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F16 => data.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::BF16 => data.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::F64 => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
+            other => {
+                return Err(Error::Compress(format!(
+                    "{}: tensor '{name}' has element type {other:?}; load-weights reads F32, F16, BF16 and F64",
+                    path.display()
+                )));
+            }
+        };
+        let array = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(view.shape()), values)
+            .map_err(|e| Error::Compress(format!("{}: tensor '{name}': {e}", path.display())))?;
+        tensors.insert(name, Arc::new(Tensor::F32(array)));
+    }
+    Ok(tensors)
+}
+
+/// Canonical constants of another ONNX model, bound to this graph's input shape.
+fn read_onnx(path: &Path, graph: &Graph) -> Result<BTreeMap<String, Arc<Tensor>>> {
+    let input = graph.inputs()[0];
+    let options = ImportOptions {
+        input_shapes: [(graph.value(input).name.clone(), graph.fact(input).shape.clone())].into_iter().collect(),
+        ..ImportOptions::default()
+    };
+    let mut other = import_file(path, &options)?;
+    PassManager::canonicalize().run(&mut other)?;
+    let mut tensors = BTreeMap::new();
+    for value in other.value_ids() {
+        if other.producer(value).op == Op::Constant && other.fact(value).dtype.is_float() {
+            let tensor = other.konst(value).expect("constant has data").clone();
+            tensors.insert(other.value(value).name.clone(), Arc::new(tensor.cast(crate::tensor::DType::F32)));
+        }
+    }
+    Ok(tensors)
+}

@@ -1,0 +1,255 @@
+//! Compression passes on the shipped MNIST ViT: the IR after each pass,
+//! accuracy after pruning and low-rank rewriting with and without
+//! distillation on the 10,000 test images, replay onto another batch size,
+//! external weights, and recipe errors that must come before any work.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use vitc::compress::{Calibration, Compression, Recipe, compress, compress_for};
+use vitc::eval::{EvalOptions, NormalizeOptions, Report, evaluate};
+use vitc::ir::Graph;
+use vitc::ir::printer::print_graph;
+use vitc::onnx::{ImportOptions, import_file};
+use vitc::passes::PassManager;
+use vitc::tensor::Tensor;
+use vitc_tests::fetched;
+
+const MNIST_MEAN: f32 = 0.1307;
+const MNIST_STD: f32 = 0.3081;
+/// Top-1 of the uncompressed model on the 10,000 test images, with the
+/// JIT and with ONNX Runtime (models/mnist-vit/accuracy.json).
+const BASELINE_TOP1: f64 = 0.9903;
+
+fn mnist_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mnist-vit/mnist_vit.onnx")
+}
+
+fn mnist_normalize() -> NormalizeOptions {
+    NormalizeOptions { mean: Some(vec![MNIST_MEAN]), std: Some(vec![MNIST_STD]), ..Default::default() }
+}
+
+/// The MNIST ViT imported for `batch` samples and canonicalized.
+fn mnist_graph(batch: usize) -> Graph {
+    let options = ImportOptions {
+        input_shapes: HashMap::from([("input".to_string(), vec![batch, 1, 28, 28])]),
+        ..ImportOptions::default()
+    };
+    let mut graph = import_file(&mnist_model(), &options).expect("MNIST ViT imports");
+    PassManager::canonicalize().run(&mut graph).expect("MNIST ViT canonicalizes");
+    graph
+}
+
+/// Training images as calibration batches of 32.
+fn calibration(samples: usize) -> Calibration {
+    Calibration::load(&fetched("data/mnist/train_images.npy"), &[32, 1, 28, 28], samples, &mnist_normalize())
+        .expect("MNIST training images load")
+}
+
+fn compression(recipe: &str) -> Compression {
+    Compression {
+        recipe: Recipe::from_toml_str(recipe).expect("test recipe is valid"),
+        data: Some(fetched("data/mnist/train_images.npy")),
+        normalize: mnist_normalize(),
+    }
+}
+
+/// `vitc eval` of the MNIST ViT compressed by `recipe` on the 10,000 test
+/// images, compared with the uncompressed model.
+fn eval_compressed(recipe: &str) -> Report {
+    let mut options = EvalOptions::new(fetched("data/mnist/test_images_f32.npy"));
+    options.labels = Some(fetched("data/mnist/test_labels.npy"));
+    options.batch = Some(100);
+    options.compression = Some(compression(recipe));
+    evaluate(&mnist_model(), &options).unwrap_or_else(|e| panic!("evaluation failed: {e:?}"))
+}
+
+fn error_of(recipe: &str, graph: &mut Graph, calibration: Option<&Calibration>) -> String {
+    match Recipe::from_toml_str(recipe).and_then(|r| compress(graph, &r, calibration).map(|_| ())) {
+        Ok(()) => panic!("recipe was accepted:\n{recipe}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[test]
+fn bad_recipes_fail_before_work() {
+    let cases = [
+        ("[[pass]]\nkind = \"quantise\"\n", "unknown variant `quantise`"),
+        ("[[pass]]\nkind = \"prune\"\nheads = 1.0\n", "heads must be in [0, 1), not 1"),
+        ("[[pass]]\nkind = \"prune\"\nneurons = -0.1\n", "neurons must be in [0, 1)"),
+        ("[[pass]]\nkind = \"prune\"\nflops = 0.4\nheads = 0.2\n", "exclude each other"),
+        ("[[pass]]\nkind = \"prune\"\n", "set heads and/or neurons"),
+        ("[[pass]]\nkind = \"prune\"\nheds = 0.2\n", "unknown field `heds`"),
+        ("[[pass]]\nkind = \"low-rank\"\nrank = 4\nenergy = 0.9\n", "exactly one of rank, energy and param-cut"),
+        ("[[pass]]\nkind = \"sparsify\"\nsparsity = 1.5\n", "sparsity must be in [0, 1)"),
+        ("[[pass]]\nkind = \"distill\"\nridge = -1.0\n", "ridge must be"),
+        ("[calibration]\nsamples = 0\n", "calibration.samples must be at least 1"),
+    ];
+    for (recipe, expected) in cases {
+        let error = Recipe::from_toml_str(recipe).expect_err(recipe).to_string();
+        assert!(error.contains(expected), "recipe:\n{recipe}\nerror: {error}\nexpected: {expected}");
+    }
+}
+
+#[test]
+fn model_checks_fail_before_work() {
+    let mut graph = mnist_graph(1);
+    let before = print_graph(&graph);
+
+    let error = error_of("[[pass]]\nkind = \"low-rank\"\nrank = 65\nmethod = \"weight\"\n", &mut graph, None);
+    assert!(error.contains("rank 65 is larger than the 128x64 weight"), "{error}");
+
+    let error = error_of("[[pass]]\nkind = \"prune\"\nheads = 0.9\nimportance = \"l2\"\n", &mut graph, None);
+    assert!(error.contains("would remove all 4 heads of '/blocks.0/attn'"), "{error}");
+
+    let error = error_of("[[pass]]\nkind = \"prune\"\nimportance = \"l2\"\n[pass.layers]\n\"/blocks.9/*\" = 0.5\n", &mut graph, None);
+    assert!(error.contains("matches no unit"), "{error}");
+
+    let error = error_of("[[pass]]\nkind = \"distill\"\n", &mut graph, None);
+    assert!(error.contains("needs calibration data"), "{error}");
+
+    // Calibration batches of the wrong shape.
+    let wrong = Calibration::from_batches(vec![Tensor::zeros(vitc::tensor::DType::F32, &[1, 3, 28, 28])], "test");
+    let error = error_of("[[pass]]\nkind = \"distill\"\n", &mut graph, Some(&wrong));
+    assert!(error.contains("gives batches of f32[1,3,28,28]"), "{error}");
+
+    assert_eq!(print_graph(&graph), before, "a rejected recipe changed the graph");
+}
+
+#[test]
+fn pruning_snapshot() {
+    let mut graph = mnist_graph(1);
+    let recipe = Recipe::from_toml_str("[[pass]]\nkind = \"prune\"\nheads = 0.5\nneurons = 0.5\nimportance = \"l2\"\n").unwrap();
+    compress(&mut graph, &recipe, None).unwrap();
+    insta::assert_snapshot!(print_graph(&graph));
+}
+
+#[test]
+fn low_rank_snapshot() {
+    let mut graph = mnist_graph(1);
+    let recipe =
+        Recipe::from_toml_str("[[pass]]\nkind = \"low-rank\"\nscope = \"mlp\"\nrank = 16\nmethod = \"weight\"\n").unwrap();
+    compress(&mut graph, &recipe, None).unwrap();
+    insta::assert_snapshot!(print_graph(&graph));
+}
+
+#[test]
+fn sparsify_zeroes_requested_fraction() {
+    let mut graph = mnist_graph(1);
+    let recipe = Recipe::from_toml_str("[[pass]]\nkind = \"sparsify\"\nsparsity = 0.5\nblock = 4\n").unwrap();
+    let report = compress(&mut graph, &recipe, None).unwrap().report;
+    let layers = &report.passes[0].layers;
+    assert_eq!(layers.len(), 8, "{layers:?}");
+    for layer in layers {
+        assert!(layer.detail.contains("sparsity 0.50"), "{}: {}", layer.layer, layer.detail);
+    }
+}
+
+#[test]
+fn edits_replay_onto_batch_one() {
+    // The passes run at the calibration batch (32); the batch-1 graph gets
+    // the same edits and must compute the same function.
+    let recipe = "[calibration]\nsamples = 64\n[[pass]]\nkind = \"prune\"\nflops = 0.3\n[[pass]]\nkind = \"distill\"\n";
+    let mut single = mnist_graph(1);
+    compress_for(&mnist_model(), &mut single, &compression(recipe)).unwrap();
+    let mut batched = mnist_graph(32);
+    compress_for(&mnist_model(), &mut batched, &compression(recipe)).unwrap();
+
+    let batch = calibration(32).batches.remove(0);
+    let batched_out = vitc::interp::run(&batched, &[(batched.inputs()[0], batch.clone())]).unwrap().remove(0);
+    let first = batch.as_f32().unwrap().index_axis(ndarray::Axis(0), 0).insert_axis(ndarray::Axis(0)).to_owned();
+    let single_out = vitc::interp::run(&single, &[(single.inputs()[0], Tensor::F32(first))]).unwrap().remove(0);
+    let a = single_out.as_f32().unwrap();
+    let b = batched_out.as_f32().unwrap();
+    for c in 0..10 {
+        assert!((a[[0, c]] - b[[0, c]]).abs() < 1e-4, "class {c}: batch 1 gives {}, batch 32 gives {}", a[[0, c]], b[[0, c]]);
+    }
+}
+
+#[test]
+fn pruned_build_does_less_work() {
+    let recipe = "[calibration]\nsamples = 64\n[[pass]]\nkind = \"prune\"\nflops = 0.4\n[[pass]]\nkind = \"distill\"\n";
+    let plain = vitc::build::build(&mnist_model(), &vitc::build::BuildOptions { name: "plain".into(), ..Default::default() }).unwrap();
+    let options = vitc::build::BuildOptions { name: "pruned".into(), compression: Some(compression(recipe)), ..Default::default() };
+    let pruned = vitc::build::build(&mnist_model(), &options).unwrap();
+    let flops = |p: &vitc::lower::Program| p.steps.iter().map(|s| s.kernel.flops()).sum::<u64>();
+    let (before, after) = (flops(&plain.program), flops(&pruned.program));
+    println!("generated code: {before} FLOPs uncompressed, {after} pruned");
+    assert!((after as f64) < 0.7 * before as f64, "kernels do {after} FLOPs against {before}");
+    assert!(pruned.report.to_string().contains("pass prune"));
+    let report = pruned.report.compression.expect("the build report includes compression");
+    assert_eq!(report.passes.len(), 2);
+}
+
+#[test]
+fn load_weights_matches_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut graph = mnist_graph(1);
+    let fc1 = graph.value_ids().find(|&v| graph.value(v).name == "/blocks.0/mlp/fc1/weight").expect("fc1 weight");
+    let original = graph.konst(fc1).unwrap().as_f32().unwrap().clone();
+    let doubled: Vec<f32> = original.iter().map(|w| w * 2.0).collect();
+    let bytes: Vec<u8> = doubled.iter().flat_map(|w| w.to_le_bytes()).collect();
+
+    // PyTorch-style names: the layer path with dots.
+    let write = |name: &str, shape: Vec<usize>, data: &[u8]| -> PathBuf {
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, data).unwrap();
+        let path = dir.path().join(format!("{}.safetensors", name.replace('.', "_")));
+        safetensors::serialize_to_file([(name, view)], None, &path).unwrap();
+        path
+    };
+    let good = write("blocks.0.mlp.fc1.weight", vec![128, 64], &bytes);
+    let recipe = format!("[[pass]]\nkind = \"load-weights\"\npath = \"{}\"\n", good.display());
+    let report = compress(&mut graph, &Recipe::from_toml_str(&recipe).unwrap(), None).unwrap().report;
+    let loaded = report.passes[0].loaded.as_ref().unwrap();
+    assert_eq!(loaded.replaced, ["blocks.0.mlp.fc1.weight"]);
+    let fc1 = graph.value_ids().find(|&v| graph.value(v).name == "/blocks.0/mlp/fc1/weight").unwrap();
+    assert_eq!(graph.konst(fc1).unwrap().as_f32().unwrap().iter().copied().collect::<Vec<_>>(), doubled);
+
+    let wrong_shape = write("blocks.0.mlp.fc1.weight", vec![64, 128], &bytes);
+    let recipe = format!("[[pass]]\nkind = \"load-weights\"\npath = \"{}\"\n", wrong_shape.display());
+    let error = error_of(&recipe, &mut mnist_graph(1), None);
+    assert!(error.contains("is [64,128] in the file but the model's '/blocks.0/mlp/fc1/weight' is [128,64]"), "{error}");
+
+    let unknown = write("blocks.7.mlp.fc1.weight", vec![128, 64], &bytes);
+    let recipe = format!("[[pass]]\nkind = \"load-weights\"\npath = \"{}\"\n", unknown.display());
+    let error = error_of(&recipe, &mut mnist_graph(1), None);
+    assert!(error.contains("match no weight of the model, e.g. blocks.7.mlp.fc1.weight"), "{error}");
+}
+
+#[test]
+fn mnist_pruning_with_and_without_distillation() {
+    let pruned_only = eval_compressed("[calibration]\nsamples = 2048\n[[pass]]\nkind = \"prune\"\nflops = 0.4\n");
+    let distilled = eval_compressed("[calibration]\nsamples = 2048\n[[pass]]\nkind = \"prune\"\nflops = 0.4\n[[pass]]\nkind = \"distill\"\n");
+
+    let report = distilled.compression.as_ref().unwrap();
+    let cut = 1.0 - report.encoder_flops_after as f64 / report.encoder_flops_before as f64;
+    let drop_pruned = (BASELINE_TOP1 - pruned_only.top1_accuracy) * 100.0;
+    let drop_distilled = (BASELINE_TOP1 - distilled.top1_accuracy) * 100.0;
+    println!(
+        "encoder FLOPs cut {:.1}%: top-1 {:.2}% pruned only ({drop_pruned:+.2} points lost), {:.2}% with distillation ({drop_distilled:+.2} points lost)",
+        cut * 100.0,
+        pruned_only.top1_accuracy * 100.0,
+        distilled.top1_accuracy * 100.0
+    );
+    assert!(cut >= 0.40, "only {:.1}% of encoder FLOPs removed", cut * 100.0);
+    assert!(drop_distilled <= 0.5, "distilled model loses {drop_distilled:.2} points");
+    assert!(drop_pruned > drop_distilled, "distillation did not help: {drop_pruned:.2} vs {drop_distilled:.2} points");
+    let comparison = distilled.reference_comparison.as_ref().expect("the uncompressed model is the reference");
+    assert!(comparison.top1_agreement >= 0.99, "agreement {}", comparison.top1_agreement);
+}
+
+#[test]
+fn mnist_low_rank_mlp() {
+    let report = eval_compressed(
+        "[calibration]\nsamples = 2048\n[[pass]]\nkind = \"low-rank\"\nscope = \"mlp\"\nparam-cut = 0.3\n[[pass]]\nkind = \"distill\"\n",
+    );
+    let compression = report.compression.as_ref().unwrap();
+    let mlp: Vec<_> = compression.passes[0].layers.iter().filter(|l| l.layer.contains("/mlp/")).collect();
+    let before: u64 = mlp.iter().map(|l| l.before.params).sum();
+    let after: u64 = mlp.iter().map(|l| l.after.params).sum();
+    let cut = 1.0 - after as f64 / before as f64;
+    let drop = (BASELINE_TOP1 - report.top1_accuracy) * 100.0;
+    println!("MLP parameters cut {:.1}%: top-1 {:.2}% ({drop:+.2} points lost)", cut * 100.0, report.top1_accuracy * 100.0);
+    assert!(cut >= 0.30 - 0.01, "MLP parameters cut by {:.1}%", cut * 100.0);
+    assert!(drop <= 0.5, "low-rank model loses {drop:.2} points");
+}
