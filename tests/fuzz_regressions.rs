@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use vitc_tests::fuzzing::harness::{Stage, run_model_bytes, run_spec_bytes};
+use vitc_tests::fuzzing::recipe::{RecipeStage, run_recipe_bytes};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
@@ -25,7 +26,7 @@ fn inputs(kind: &str, target: &str) -> Vec<PathBuf> {
 }
 
 /// Runs every input through `run` and counts the stage each one reached.
-fn replay(files: &[PathBuf], run: fn(&[u8]) -> Stage) -> BTreeMap<Stage, usize> {
+fn replay<S: Ord>(files: &[PathBuf], run: fn(&[u8]) -> S) -> BTreeMap<S, usize> {
     let mut stages = BTreeMap::new();
     for path in files {
         let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
@@ -62,4 +63,17 @@ fn fuzz_crashes_stay_fixed() {
     assert!(!graph.is_empty(), "the crash the graph_import target found is missing from fuzz/regressions");
     println!("graph_import stages reached: {:?}", replay(&graph, run_spec_bytes));
     println!("onnx_loader stages reached: {:?}", replay(&loader, run_model_bytes));
+    let recipe = inputs("regressions", "recipe");
+    assert!(!recipe.is_empty(), "the crash the recipe target found is missing from fuzz/regressions");
+    println!("recipe stages reached: {:?}", replay(&recipe, run_recipe_bytes));
+}
+
+#[test]
+fn recipe_seeds_replay() {
+    let files = inputs("seeds", "recipe");
+    assert!(files.len() >= 25, "expected the committed seed corpus, found {} files", files.len());
+    let stages = replay(&files, run_recipe_bytes);
+    println!("stages reached: {stages:?}");
+    assert!(stages.contains_key(&RecipeStage::Compressed), "no seed runs its passes: {stages:?}");
+    assert!(stages.contains_key(&RecipeStage::Parse), "no seed is rejected by the parser: {stages:?}");
 }

@@ -7,7 +7,9 @@
 //! [`harness`] runs such a model through every stage (import,
 //! canonicalization, interpreter, lowering, JIT) under small resource
 //! limits. Each stage may reject the model with an error; a panic, an abort
-//! or an error with an empty message is a bug.
+//! or an error with an empty message is a bug. [`recipe`] does the same for
+//! compression recipes.
 
 pub mod harness;
+pub mod recipe;
 pub mod spec;
