@@ -1,7 +1,8 @@
 //! Property tests: generated code (JIT) against the reference interpreter on
 //! random small models and shapes, one property per kernel family that the
 //! lowering selects (gemm, attention, layernorm, softmax, unary, binary,
-//! channel_affine, copy, resize2d, im2col, col2im). Each property also checks
+//! channel_affine, copy, resize2d, im2col, col2im, and qgemm after INT8
+//! quantization, which must match bit for bit). Each property also checks
 //! that the family really appears in the lowered program. The `fill` kernel
 //! exists in codegen, but no operator lowers to it, so it has no property.
 //!
@@ -10,6 +11,8 @@
 
 use proptest::prelude::*;
 use vitc::lower::Program;
+use vitc::quant::{ActivationMode, DynamicGranularity, QuantConfig, WeightGranularity, quantize};
+use vitc::tensor::Tensor;
 use vitc_tests::engines::{Engine, TestModel};
 use vitc_tests::{Dim, ModelBuilder, attr_float, attr_int, attr_ints, attr_string, random_tensor};
 
@@ -313,5 +316,56 @@ proptest! {
             )
             .output("y");
         check_family(&b, "col2im", seed, 1e-4)?;
+    }
+}
+
+/// Builds the quantization settings that [`qgemm_matches`] draws.
+fn quant_config(static_scales: bool, per_token: bool, per_channel: bool, full_range: bool) -> QuantConfig {
+    QuantConfig {
+        activations: if static_scales { ActivationMode::Static } else { ActivationMode::Dynamic },
+        dynamic_granularity: if per_token { DynamicGranularity::PerToken } else { DynamicGranularity::PerTensor },
+        weights: if per_channel { WeightGranularity::PerChannel } else { WeightGranularity::PerTensor },
+        weight_max: if full_range { 127 } else { 63 },
+        // Smoothing applies only to a Linear that reads a LayerNorm.
+        smoothing_alpha: None,
+        ..QuantConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// INT8 Linear layers: the generated code must equal the interpreter's
+    /// integer arithmetic bit for bit, for every scale mode.
+    #[test]
+    fn qgemm_matches(
+        m in 1usize..6, k in 1usize..40, n in 1usize..24, bias: bool,
+        static_scales: bool, per_token: bool, per_channel: bool, full_range: bool, seed: u64,
+    ) {
+        let mut b = ModelBuilder::new(20);
+        b.input("x", F32, &dims(&[m, k])).init_f32("w", &[k as i64, n as i64], &values(k * n, seed ^ 1));
+        b.node("MatMul", &["x", "w"], &["mm"], vec![]);
+        let mut last = "mm";
+        if bias {
+            b.init_f32("b", &[n as i64], &values(n, seed ^ 2)).node("Add", &[last, "b"], &["biased"], vec![]);
+            last = "biased";
+        }
+        b.node("Identity", &[last], &["y"], vec![]).output("y");
+
+        let mut model = TestModel::new(&b);
+        let input = values(m * k, seed);
+        let calibration = vec![Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[m, k]), values(m * k, seed ^ 3)).unwrap())];
+        let config = quant_config(static_scales, per_token, per_channel, full_range);
+        quantize(&mut model.graph, &config, &calibration).map_err(|e| TestCaseError::fail(format!("quantize failed: {e}")))?;
+
+        let program = Program::lower(&model.graph).map_err(|e| TestCaseError::fail(format!("lowering failed: {e}")))?;
+        let counts = program.kernel_counts();
+        prop_assert!(counts.contains_key("qgemm"), "no qgemm kernel in {counts:?}");
+        let expected = model.run(Engine::Interpreter, &input);
+        let actual = model.run(Engine::Jit, &input);
+        prop_assert_eq!(actual.len(), expected.len());
+        for (i, (&a, &e)) in actual.iter().zip(&expected).enumerate() {
+            prop_assert!(a.to_bits() == e.to_bits(), "element {} of {}: JIT {:e}, interpreter {:e}", i, actual.len(), a, e);
+        }
     }
 }
