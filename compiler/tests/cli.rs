@@ -193,3 +193,42 @@ fn max_tensor_mib_rejects_large_weight() {
     let out = vitc(&["inspect", &model, "--max-tensor-mib", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+fn mnist_model() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mnist-vit/mnist_vit.onnx").to_string_lossy().to_string()
+}
+
+/// Runs `vitc build` with `extra` arguments twice, into two output folders,
+/// and checks that the object file, the header and the lowered program are
+/// byte-identical. The reports are not compared because they contain times.
+fn assert_build_is_deterministic(extra: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mnist = mnist_model();
+    let mut outputs = Vec::new();
+    for run in ["first", "second"] {
+        let out_dir = dir.path().join(run);
+        let out_dir = out_dir.to_string_lossy().to_string();
+        let mut args = vec!["build", mnist.as_str(), "-o", out_dir.as_str(), "--name", "mnist_vit"];
+        args.extend_from_slice(extra);
+        let out = vitc(&args);
+        assert!(out.status.success(), "vitc {args:?} failed: {}", stderr(&out));
+        outputs.push(PathBuf::from(out_dir));
+    }
+    for file in ["mnist_vit.o", "mnist_vit.h", "mnist_vit.program.txt"] {
+        let first = std::fs::read(outputs[0].join(file)).unwrap();
+        let second = std::fs::read(outputs[1].join(file)).unwrap();
+        assert!(!first.is_empty(), "{file} is empty");
+        assert!(first == second, "{file} differs between two builds of {extra:?} ({} and {} bytes)", first.len(), second.len());
+    }
+}
+
+#[test]
+fn build_is_deterministic() {
+    assert_build_is_deterministic(&[]);
+}
+
+#[test]
+fn compressed_int8_build_is_deterministic() {
+    let calibration = cache("data/mnist/train_images.npy").to_string_lossy().to_string();
+    assert_build_is_deterministic(&["--preset", "balanced", "--calib-data", &calibration, "--calib-samples", "256"]);
+}
