@@ -172,7 +172,7 @@ fn model_over_2gib_loads_external_data() {
 
     let start = std::time::Instant::now();
     let graph = import_file(&path, &ImportOptions::default()).unwrap();
-    println!("imported a {} GB external weight in {:.2?}", BIG_ELEMENTS * 4 / 1_000_000_000, start.elapsed());
+    println!("imported a {:.1} GB external weight in {:.2?}", (BIG_ELEMENTS * 4) as f64 / 1e9, start.elapsed());
 
     let last = BIG_ELEMENTS as i64 - 1;
     let idx = vitc::tensor::Tensor::I64(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[4]), vec![0, 1, last - 1, last]).unwrap());
