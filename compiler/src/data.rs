@@ -240,6 +240,16 @@ pub fn load_image_with(
 mod tests {
     use super::*;
 
+    #[test]
+    fn read_npy_rejects_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("data.npy");
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(status.success());
+        let error = read_npy(&fifo).unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+    }
+
     /// A 4x2 RGB PNG whose columns are red, green, blue and white.
     fn striped_png(dir: &Path) -> std::path::PathBuf {
         let colors = [[255u8, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]];
