@@ -258,3 +258,176 @@ fn attention_softmax_over_queries_stays() {
     assert_eq!(count(&g, "Attention"), 0);
     assert_eq!(count(&g, "Softmax"), 1);
 }
+
+/// LayerNorm over the last axis of `[1, 8, 8]` with epsilon added after the
+/// square root: `(x - mean) / (sqrt(var) + eps)`, which is not LayerNorm.
+#[test]
+fn layernorm_epsilon_outside_sqrt_stays() {
+    let mut m = ModelBuilder::new(14);
+    m.input("x", F32, &[Dim::Fixed(1), Dim::Fixed(8), Dim::Fixed(8)])
+        .init_f32("two", &[], &[2.0])
+        .init_f32("eps", &[], &[1e-2])
+        .node("ReduceMean", &["x"], &["m"], vec![attr_ints("axes", &[-1]), attr_int("keepdims", 1)])
+        .node("Sub", &["x", "m"], &["d"], vec![])
+        .node("Pow", &["d", "two"], &["d2"], vec![])
+        .node("ReduceMean", &["d2"], &["v"], vec![attr_ints("axes", &[-1]), attr_int("keepdims", 1)])
+        .node("Sqrt", &["v"], &["s"], vec![])
+        .node("Add", &["s", "eps"], &["se"], vec![])
+        .node("Div", &["d", "se"], &["y"], vec![])
+        .output("y");
+    let g = canonicalize(&m);
+    assert_eq!(count(&g, "LayerNorm"), 0);
+    assert_eq!(count(&g, "Sqrt"), 1);
+}
+
+#[test]
+fn layernorm_variance_over_other_axis_stays() {
+    // The mean is over the last axis but the variance over axis 1.
+    let mut m = ModelBuilder::new(14);
+    m.input("x", F32, &[Dim::Fixed(1), Dim::Fixed(8), Dim::Fixed(8)])
+        .init_f32("two", &[], &[2.0])
+        .init_f32("eps", &[], &[1e-6])
+        .node("ReduceMean", &["x"], &["m"], vec![attr_ints("axes", &[-1]), attr_int("keepdims", 1)])
+        .node("Sub", &["x", "m"], &["d"], vec![])
+        .node("Pow", &["d", "two"], &["d2"], vec![])
+        .node("ReduceMean", &["d2"], &["v"], vec![attr_ints("axes", &[1]), attr_int("keepdims", 1)])
+        .node("Add", &["v", "eps"], &["ve"], vec![])
+        .node("Sqrt", &["ve"], &["s"], vec![])
+        .node("Div", &["d", "s"], &["y"], vec![])
+        .output("y");
+    let g = canonicalize(&m);
+    assert_eq!(count(&g, "LayerNorm"), 0);
+    assert_eq!(count(&g, "ReduceMean"), 2);
+}
+
+#[test]
+fn layernorm_per_row_bias_keeps_add() {
+    // A [8, 1] beta adds one value per row, not per normalized element, so
+    // it cannot become the LayerNorm bias.
+    let mut m = layernorm_model(&[-1], 1, 2.0, &[8]);
+    m.init_f32("beta_rows", &[8, 1], &(0..8).map(|i| i as f32 * 0.3).collect::<Vec<_>>())
+        .node("Add", &["g", "beta_rows"], &["z"], vec![])
+        .output("z");
+    let g = canonicalize(&m);
+    assert!(has_op(&g, |op| *op == Op::Binary(vitc::ir::op::BinaryOp::Add)), "the per-row Add must stay");
+}
+
+/// `x * (1 + erf(x / sqrt 2))`, optionally times 0.5, where the outer
+/// factor is `outer` (usually `x`).
+fn gelu_erf_variant(outer_is_x: bool, with_half: bool) -> ModelBuilder {
+    let mut m = ModelBuilder::new(14);
+    m.input("x", F32, &[Dim::Fixed(2), Dim::Fixed(16)])
+        .init_f32("c", &[], &[std::f32::consts::SQRT_2])
+        .init_f32("one", &[], &[1.0])
+        .init_f32("half", &[], &[0.5])
+        .node("Div", &["x", "c"], &["a"], vec![])
+        .node("Erf", &["a"], &["e"], vec![])
+        .node("Add", &["e", "one"], &["e1"], vec![])
+        .node("Add", &["x", "one"], &["x_plus_one"], vec![]);
+    let outer = if outer_is_x { "x" } else { "x_plus_one" };
+    if with_half {
+        m.node("Mul", &[outer, "e1"], &["p"], vec![]).node("Mul", &["p", "half"], &["y"], vec![]);
+    } else {
+        m.node("Mul", &[outer, "e1"], &["y"], vec![]);
+    }
+    m.output("y");
+    m
+}
+
+#[test]
+fn gelu_without_half_stays() {
+    let g = canonicalize(&gelu_erf_variant(true, false));
+    assert_eq!(count(&g, "Gelu"), 0);
+    assert_eq!(count(&g, "Erf"), 1);
+}
+
+#[test]
+fn gelu_of_other_value_stays() {
+    // The erf term is of x but multiplies x + 1.
+    let g = canonicalize(&gelu_erf_variant(false, true));
+    assert_eq!(count(&g, "Gelu"), 0);
+    assert_eq!(count(&g, "Erf"), 1);
+}
+
+#[test]
+fn gelu_tanh_other_coefficient_stays() {
+    // 0.044 instead of 0.044715 in the cubic term.
+    let mut m = ModelBuilder::new(14);
+    m.input("x", F32, &[Dim::Fixed(2), Dim::Fixed(16)])
+        .init_f32("three", &[], &[3.0])
+        .init_f32("k", &[], &[0.044])
+        .init_f32("c", &[], &[(2.0f64 / std::f64::consts::PI).sqrt() as f32])
+        .init_f32("one", &[], &[1.0])
+        .init_f32("half", &[], &[0.5])
+        .node("Pow", &["x", "three"], &["x3"], vec![])
+        .node("Mul", &["k", "x3"], &["kx3"], vec![])
+        .node("Add", &["x", "kx3"], &["inner"], vec![])
+        .node("Mul", &["c", "inner"], &["arg"], vec![])
+        .node("Tanh", &["arg"], &["t"], vec![])
+        .node("Add", &["t", "one"], &["t1"], vec![])
+        .node("Mul", &["x", "half"], &["hx"], vec![])
+        .node("Mul", &["hx", "t1"], &["y"], vec![])
+        .output("y");
+    let g = canonicalize(&m);
+    assert_eq!(count(&g, "Gelu"), 0);
+    assert_eq!(count(&g, "Tanh"), 1);
+}
+
+/// Self-attention as in [`attention_model`], but with the scale applied
+/// after the Softmax (`scale_after_softmax`) or the heads merged with the
+/// permutation `merge_perm` instead of `[0, 2, 1, 3]`.
+fn attention_lookalike(scale_after_softmax: bool, merge_perm: &[i64]) -> ModelBuilder {
+    let mut m = ModelBuilder::new(14);
+    let weight = |seed: f32| (0..64).map(|i| ((i as f32 + seed) * 0.13).sin() * 0.3).collect::<Vec<_>>();
+    m.input("x", F32, &[Dim::Fixed(1), Dim::Fixed(5), Dim::Fixed(8)])
+        .init_f32("wq", &[8, 8], &weight(1.0))
+        .init_f32("wk", &[8, 8], &weight(2.0))
+        .init_f32("wv", &[8, 8], &weight(3.0))
+        .init_i64("heads_shape", &[4], &[1, 5, 2, 4])
+        .init_i64("merged_shape", &[3], &[1, 5, 8])
+        .init_f32("scale", &[], &[0.5])
+        .node("MatMul", &["x", "wq"], &["q"], vec![])
+        .node("MatMul", &["x", "wk"], &["k"], vec![])
+        .node("MatMul", &["x", "wv"], &["v"], vec![])
+        .node("Reshape", &["q", "heads_shape"], &["qr"], vec![])
+        .node("Reshape", &["k", "heads_shape"], &["kr"], vec![])
+        .node("Reshape", &["v", "heads_shape"], &["vr"], vec![])
+        .node("Transpose", &["qr"], &["qh"], vec![attr_ints("perm", &[0, 2, 1, 3])])
+        .node("Transpose", &["kr"], &["kt"], vec![attr_ints("perm", &[0, 2, 3, 1])])
+        .node("Transpose", &["vr"], &["vh"], vec![attr_ints("perm", &[0, 2, 1, 3])])
+        .node("MatMul", &["qh", "kt"], &["s0"], vec![]);
+    if scale_after_softmax {
+        m.node("Softmax", &["s0"], &["p0"], vec![attr_int("axis", -1)]).node("Mul", &["p0", "scale"], &["p"], vec![]);
+    } else {
+        m.node("Mul", &["s0", "scale"], &["s"], vec![]).node("Softmax", &["s"], &["p"], vec![attr_int("axis", -1)]);
+    }
+    m.node("MatMul", &["p", "vh"], &["c"], vec![])
+        .node("Transpose", &["c"], &["ct"], vec![attr_ints("perm", merge_perm)])
+        .node("Reshape", &["ct", "merged_shape"], &["y"], vec![])
+        .output("y");
+    m
+}
+
+#[test]
+fn attention_lookalike_control_fuses() {
+    // The builder's unmodified form is attention, so the two tests below
+    // fail only because of their one change.
+    let g = canonicalize(&attention_lookalike(false, &[0, 2, 1, 3]));
+    assert_eq!(count(&g, "Attention"), 1);
+}
+
+#[test]
+fn attention_scale_after_softmax_stays() {
+    let g = canonicalize(&attention_lookalike(true, &[0, 2, 1, 3]));
+    assert_eq!(count(&g, "Attention"), 0);
+    assert_eq!(count(&g, "Softmax"), 1);
+}
+
+#[test]
+fn attention_heads_merged_without_transpose_stays() {
+    // [1, 2, 5, 4] reshaped to [1, 5, 8] without moving the head axis back
+    // interleaves tokens of different heads.
+    let g = canonicalize(&attention_lookalike(false, &[0, 1, 2, 3]));
+    assert_eq!(count(&g, "Attention"), 0);
+    assert_eq!(count(&g, "Softmax"), 1);
+}

@@ -217,6 +217,21 @@ fn load_weights_matches_by_name() {
 }
 
 #[test]
+fn load_weights_special_files_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("weights.safetensors");
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let zero = dir.path().join("zero.safetensors");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    for path in [fifo, zero] {
+        let recipe = format!("[[pass]]\nkind = \"load-weights\"\npath = \"{}\"\n", path.display());
+        let error = error_of(&recipe, &mut mnist_graph(1), None);
+        assert!(error.contains("does not exist or is not a file"), "{error}");
+    }
+}
+
+#[test]
 fn mnist_pruning_with_and_without_distillation() {
     let pruned_only = eval_compressed("[calibration]\nsamples = 2048\n[[pass]]\nkind = \"prune\"\nflops = 0.4\n");
     let distilled = eval_compressed("[calibration]\nsamples = 2048\n[[pass]]\nkind = \"prune\"\nflops = 0.4\n[[pass]]\nkind = \"distill\"\n");

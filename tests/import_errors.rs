@@ -255,6 +255,92 @@ fn external_data_fifo_rejected() {
 }
 
 #[test]
+fn model_fifo_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("m.onnx");
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let err = import(&fifo).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}
+
+#[test]
+fn model_device_rejected() {
+    let err = import(Path::new("/dev/zero")).unwrap_err();
+    assert!(err.to_string().contains("/dev/zero"), "{err}");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}
+
+/// `external_weight` with extra `external_data` entries.
+fn external_weight_with(location: &str, entries: &[(&str, &str)]) -> TensorProto {
+    let mut weight = external_weight(location, 0);
+    weight.external_data.retain(|entry| entry.key != "offset");
+    for (key, value) in entries {
+        weight.external_data.push(StringStringEntryProto { key: key.to_string(), value: value.to_string(), ..Default::default() });
+    }
+    weight
+}
+
+#[test]
+fn external_data_bad_offset_or_length_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("weights.bin"), [0u8; 64]).unwrap();
+    let max = u64::MAX.to_string();
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (&[("offset", &max)], "overflows"),
+        (&[("offset", "18446744073709551600")], "overflows"),
+        (&[("offset", "49")], "outside"),
+        (&[("offset", "-4")], "not a non-negative integer"),
+        (&[("offset", "0x10")], "not a non-negative integer"),
+        (&[("length", "15")], "'length' is 15 bytes"),
+    ];
+    for (entries, expected) in cases {
+        let model = add_model(external_weight_with("weights.bin", entries)).write(&dir.path().join("m.onnx"));
+        let err = import(&model).unwrap_err();
+        assert!(matches!(err, Error::ExternalData { .. }), "{entries:?}: {err}");
+        assert!(err.to_string().contains(expected), "{entries:?}: {err}");
+        assert!(err.to_string().contains("'w'"), "the error names the tensor: {err}");
+    }
+
+    // The last 16 bytes are in range.
+    let model = add_model(external_weight_with("weights.bin", &[("offset", "48"), ("length", "16")])).write(&dir.path().join("m.onnx"));
+    assert!(import(&model).is_ok());
+}
+
+#[test]
+fn external_data_sneaky_paths_rejected() {
+    let root = tempfile::tempdir().unwrap();
+    let model_dir = root.path().join("model");
+    std::fs::create_dir_all(model_dir.join("sub")).unwrap();
+    std::fs::write(root.path().join("secret.bin"), [0u8; 16]).unwrap();
+    std::fs::write(model_dir.join("weights.bin"), [0u8; 16]).unwrap();
+    // A symlinked folder that leads out of the model's folder.
+    std::os::unix::fs::symlink(root.path(), model_dir.join("up")).unwrap();
+
+    let cases = [
+        ("sub/../../secret.bin", "contains '..'"),
+        ("sub/../weights.bin", "contains '..'"),
+        ("./../secret.bin", "contains '..'"),
+        ("up/secret.bin", "outside the model's folder"),
+        ("", "'location' is empty"),
+        ("sub", "not a regular file"),
+    ];
+    for (location, expected) in cases {
+        let model = add_model(external_weight(location, 0)).write(&model_dir.join("m.onnx"));
+        let err = import(&model).unwrap_err();
+        assert!(matches!(err, Error::ExternalData { .. }), "{location}: {err}");
+        assert!(err.to_string().contains(expected), "{location}: {err}");
+    }
+
+    // Inside the folder, `./` and a symlink that stays inside are accepted.
+    std::os::unix::fs::symlink(model_dir.join("weights.bin"), model_dir.join("sub/link.bin")).unwrap();
+    for location in ["./weights.bin", "sub/link.bin"] {
+        let model = add_model(external_weight(location, 0)).write(&model_dir.join("m.onnx"));
+        assert!(import(&model).is_ok(), "{location}");
+    }
+}
+
+#[test]
 fn huge_expand_rejected_before_allocating() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = ModelBuilder::new(14);

@@ -92,9 +92,28 @@ impl PreprocessSpec {
     }
 }
 
+/// Checks that `path` is a regular file. Reading a FIFO would block, and
+/// reading a device such as `/dev/zero` would never end.
+pub fn check_regular_file(path: &Path) -> Result<()> {
+    let io_error = |error| Error::Io { path: path.to_path_buf(), error };
+    let metadata = std::fs::metadata(path).map_err(io_error)?;
+    if !metadata.is_file() {
+        let message = "not a regular file; give the path of a file, not a device, FIFO or folder";
+        return Err(io_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, message)));
+    }
+    Ok(())
+}
+
+/// Reads a whole file after [`check_regular_file`].
+pub fn read_regular_file(path: &Path) -> Result<Vec<u8>> {
+    check_regular_file(path)?;
+    std::fs::read(path).map_err(|error| Error::Io { path: path.to_path_buf(), error })
+}
+
 /// Reads an `.npy` file as a tensor (f32, f64, i64, i32, u8, i8 or bool).
 pub fn read_npy(path: &Path) -> Result<Tensor> {
     use ndarray_npy::ReadNpyExt;
+    check_regular_file(path)?;
     let open = || std::fs::File::open(path).map_err(|error| Error::Io { path: path.to_path_buf(), error });
     let bad = |e: ndarray_npy::ReadNpyError| Error::Input {
         input: path.display().to_string(),
@@ -220,6 +239,16 @@ pub fn load_image_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_npy_rejects_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("data.npy");
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(status.success());
+        let error = read_npy(&fifo).unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+    }
 
     /// A 4x2 RGB PNG whose columns are red, green, blue and white.
     fn striped_png(dir: &Path) -> std::path::PathBuf {

@@ -422,6 +422,15 @@ impl Tensor {
     }
 }
 
+/// Upper bound on the bytes of a `dtype` tensor of `shape`: the element
+/// size times the product of the axis lengths, counting zero-length axes
+/// as 1 and saturating at `u64::MAX`. Size limits compare against this
+/// bound so that an empty tensor with a huge axis, such as `[0, 2^61]`,
+/// which ndarray cannot represent, is rejected as well.
+pub fn bytes_bound(dtype: DType, shape: &[usize]) -> u64 {
+    shape.iter().fold(dtype.size_bytes() as u64, |acc, &d| acc.saturating_mul((d as u64).max(1)))
+}
+
 /// Formats a shape as `[1,3,224,224]`.
 pub struct ShapeDisplay<'a>(pub &'a [usize]);
 

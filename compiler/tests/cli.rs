@@ -138,3 +138,120 @@ fn int8_rebuild_reads_calibration_cache() {
     let object = |out: &str| std::fs::read(dir.path().join(out).join("mnist_vit.o")).unwrap();
     assert_eq!(object("first"), object("second"), "a cached rebuild changes the object");
 }
+
+/// Writes a model computing `y = x + w` for a [4] weight `w` into `dir`.
+fn add_weight_model(dir: &Path, weight: &[f32]) -> String {
+    use onnx_protobuf::{GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto};
+    use onnx_protobuf::type_proto::{Tensor as TensorType, Value};
+    use onnx_protobuf::tensor_shape_proto::{Dimension, dimension};
+
+    let dims = vec![weight.len() as i64];
+    let shape = onnx_protobuf::TensorShapeProto {
+        dim: dims.iter().map(|&d| Dimension { value: Some(dimension::Value::DimValue(d)), ..Default::default() }).collect(),
+        ..Default::default()
+    };
+    let x = ValueInfoProto {
+        name: "x".into(),
+        type_: Some(onnx_protobuf::TypeProto {
+            value: Some(Value::TensorType(TensorType { elem_type: 1, shape: Some(shape).into(), ..Default::default() })),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    let graph = GraphProto {
+        name: "add".into(),
+        input: vec![x],
+        output: vec![ValueInfoProto { name: "y".into(), ..Default::default() }],
+        initializer: vec![TensorProto { name: "w".into(), dims, data_type: 1, float_data: weight.to_vec(), ..Default::default() }],
+        node: vec![NodeProto {
+            name: "add".into(),
+            op_type: "Add".into(),
+            input: vec!["x".into(), "w".into()],
+            output: vec!["y".into()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { version: 13, ..Default::default() }],
+        graph: Some(graph).into(),
+        ..Default::default()
+    };
+    let path = dir.join("add.onnx");
+    std::fs::write(&path, model.write_to_bytes().unwrap()).unwrap();
+    path.to_string_lossy().to_string()
+}
+
+#[test]
+fn build_warns_about_nan_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = add_weight_model(dir.path(), &[1.0, f32::NAN, f32::INFINITY, 2.0]);
+    let out_dir = dir.path().join("build");
+    let out = vitc(&["build", &model, "-o", out_dir.to_str().unwrap()]);
+    let text = stderr(&out);
+    assert!(out.status.success(), "the build should still succeed: {text}");
+    assert!(text.contains("WARN"), "no warning printed: {text}");
+    assert!(text.contains("weight 'w' contains 2 NaN or infinite value(s) out of 4"), "warning does not name the weight: {text}");
+}
+
+#[test]
+fn build_of_finite_weights_prints_no_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = add_weight_model(dir.path(), &[1.0, -2.0, 3.5, 0.0]);
+    let out_dir = dir.path().join("build");
+    let out = vitc(&["build", &model, "-o", out_dir.to_str().unwrap()]);
+    let text = stderr(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("NaN"), "unexpected warning: {text}");
+}
+
+#[test]
+fn max_tensor_mib_rejects_large_weight() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = add_weight_model(dir.path(), &vec![0.5f32; 300_000]);
+    let out = vitc(&["inspect", &model, "--max-tensor-mib", "1"]);
+    assert_clean_failure(&out, "tensor 'w' of shape [300000] needs 1200000 bytes, more than the limit of 1048576");
+    let out = vitc(&["inspect", &model, "--max-tensor-mib", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn mnist_model() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mnist-vit/mnist_vit.onnx").to_string_lossy().to_string()
+}
+
+/// Runs `vitc build` with `extra` arguments twice, into two output folders,
+/// and checks that the object file, the header and the lowered program are
+/// byte-identical. The reports are not compared because they contain times.
+fn assert_build_is_deterministic(extra: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mnist = mnist_model();
+    let mut outputs = Vec::new();
+    for run in ["first", "second"] {
+        let out_dir = dir.path().join(run);
+        let out_dir = out_dir.to_string_lossy().to_string();
+        let mut args = vec!["build", mnist.as_str(), "-o", out_dir.as_str(), "--name", "mnist_vit"];
+        args.extend_from_slice(extra);
+        let out = vitc(&args);
+        assert!(out.status.success(), "vitc {args:?} failed: {}", stderr(&out));
+        outputs.push(PathBuf::from(out_dir));
+    }
+    for file in ["mnist_vit.o", "mnist_vit.h", "mnist_vit.program.txt"] {
+        let first = std::fs::read(outputs[0].join(file)).unwrap();
+        let second = std::fs::read(outputs[1].join(file)).unwrap();
+        assert!(!first.is_empty(), "{file} is empty");
+        assert!(first == second, "{file} differs between two builds of {extra:?} ({} and {} bytes)", first.len(), second.len());
+    }
+}
+
+#[test]
+fn build_is_deterministic() {
+    assert_build_is_deterministic(&[]);
+}
+
+#[test]
+fn compressed_int8_build_is_deterministic() {
+    let calibration = cache("data/mnist/train_images.npy").to_string_lossy().to_string();
+    assert_build_is_deterministic(&["--preset", "balanced", "--calib-data", &calibration, "--calib-samples", "256"]);
+}

@@ -12,6 +12,9 @@ use onnx_protobuf::{
 };
 use vitc::tensor::Tensor;
 
+pub mod engines;
+pub mod fuzzing;
+
 /// The cache folder that `scripts/fetch-test-data` fills.
 pub fn cache_dir() -> PathBuf {
     match std::env::var_os("VITC_CACHE") {

@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use vitc::ir::Graph;
 use vitc::onnx::ImportOptions;
+use vitc::onnx::tensor::DEFAULT_MAX_TENSOR_BYTES;
 use vitc::passes::PassManager;
 
 /// Ahead-of-time compiler for Vision Transformer models exported to ONNX.
@@ -56,6 +57,11 @@ pub struct ModelArgs {
     /// Without it, a symbolic leading dimension is bound to 1.
     #[arg(long = "input-shape", value_name = "NAME=DIMS")]
     pub input_shapes: Vec<String>,
+
+    /// Largest tensor, in MiB, that the model may declare or compute; larger
+    /// ones are rejected before any memory is allocated.
+    #[arg(long = "max-tensor-mib", value_name = "MIB", default_value_t = DEFAULT_MAX_TENSOR_BYTES >> 20)]
+    pub max_tensor_mib: u64,
 }
 
 impl ModelArgs {
@@ -65,7 +71,8 @@ impl ModelArgs {
             let (name, dims) = parse_input_shape(spec)?;
             input_shapes.insert(name, dims);
         }
-        Ok(ImportOptions { input_shapes, ..ImportOptions::default() })
+        let max_tensor_bytes = self.max_tensor_mib.checked_mul(1 << 20).context("--max-tensor-mib is too large")?;
+        Ok(ImportOptions { input_shapes, max_tensor_bytes, ..ImportOptions::default() })
     }
 
     /// Imports the model, then runs the canonicalization passes up to and

@@ -1,6 +1,6 @@
 //! Running generated code in-process with cranelift-jit.
 
-use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_jit::{ArenaMemoryProvider, JITBuilder, JITModule};
 use cranelift_module::default_libcall_names;
 use vitc_runtime::{EntryFn, Model, ModelInfo, TensorInfo};
 
@@ -8,12 +8,28 @@ use super::{emit_program, module_error, target};
 use crate::error::{Error, Result};
 use crate::lower::Program;
 
+/// Address space reserved for generated code, on top of the weights.
+const CODE_RESERVE_BYTES: usize = 256 << 20;
+
 /// A model compiled into executable memory. The runtime's [`Model`] wrapper
-/// checks shapes and owns the arena; the JIT module keeps the code alive.
+/// checks shapes and owns the arena; the JIT module keeps the code alive
+/// until the `JitModel` is dropped, which frees it.
 pub struct JitModel {
     pub model: Model,
-    // Dropped after `model`, whose entry pointer refers into this module.
-    _module: JITModule,
+    /// Always `Some` until `drop` takes it.
+    module: Option<JITModule>,
+}
+
+impl Drop for JitModel {
+    fn drop(&mut self) {
+        if let Some(module) = self.module.take() {
+            // SAFETY: the only pointer into the module's memory is the entry
+            // point inside `self.model`. No caller can move `model` out,
+            // because `JitModel` implements `Drop`, and `self.model` is
+            // dropped right after this function returns without running.
+            unsafe { module.free_memory() };
+        }
+    }
 }
 
 impl JitModel {
@@ -32,7 +48,9 @@ impl JitModel {
         if isa.triple().architecture != target_lexicon::Triple::host().architecture {
             return Err(Error::Model(format!("cannot run code for {} on this {} machine", isa.triple(), target_lexicon::Triple::host())));
         }
-        let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+        let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
+        builder.memory_provider(Box::new(reserve_memory(program)?));
+        let mut module = JITModule::new(builder);
         let symbols = emit_program(&mut module, program, name)?;
         module.finalize_definitions().map_err(module_error)?;
         let code = module.get_finalized_function(symbols.run);
@@ -50,6 +68,23 @@ impl JitModel {
         // from the same inputs and outputs, and the code lives in `module`,
         // which outlives `model` inside the returned struct.
         let model = unsafe { Model::new(info, entry) }.map_err(|e| Error::Internal(e.to_string()))?;
-        Ok(JitModel { model, _module: module })
+        Ok(JitModel { model, module: Some(module) })
     }
+}
+
+/// Reserves one contiguous range of address space for the code and the
+/// weights. Calls and weight loads are PC-relative with a 32-bit offset, so
+/// everything must lie within 2 GiB. Separate allocations can land further
+/// apart (AddressSanitizer's allocator did), which made cranelift-jit panic
+/// while patching relocations.
+fn reserve_memory(program: &Program) -> Result<ArenaMemoryProvider> {
+    let bytes = program.weight_bytes().saturating_add(CODE_RESERVE_BYTES);
+    if bytes > i32::MAX as usize {
+        return Err(Error::Model(format!(
+            "{} MiB of weights do not fit the JIT, which reaches code and weights with 32-bit offsets (2 GiB in all)",
+            program.weight_bytes() >> 20
+        )));
+    }
+    ArenaMemoryProvider::new_with_size(bytes)
+        .map_err(|e| Error::Internal(format!("cannot reserve {} MiB of address space for JIT code: {e}", bytes >> 20)))
 }

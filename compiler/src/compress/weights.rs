@@ -118,7 +118,7 @@ fn read_tensors(path: &Path, graph: &Graph) -> Result<BTreeMap<String, Arc<Tenso
 }
 
 fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Arc<Tensor>>> {
-    let bytes = std::fs::read(path).map_err(|error| Error::Io { path: path.to_path_buf(), error })?;
+    let bytes = crate::data::read_regular_file(path)?;
     let file = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::Compress(format!("{} is not a valid safetensors file: {e}", path.display())))?;
     let mut tensors = BTreeMap::new();

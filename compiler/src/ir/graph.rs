@@ -85,6 +85,12 @@ impl Fact {
         self.shape.iter().fold(1usize, |acc, &d| acc.saturating_mul(d))
     }
 
+    /// Upper bound on the bytes of a tensor with these facts (see
+    /// [`crate::tensor::bytes_bound`]).
+    pub fn bytes_bound(&self) -> u64 {
+        crate::tensor::bytes_bound(self.dtype, &self.shape)
+    }
+
     /// Whether dtype and shape agree (constant data is not compared).
     pub fn same_type(&self, other: &Fact) -> bool {
         self.dtype == other.dtype && self.shape == other.shape

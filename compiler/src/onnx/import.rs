@@ -107,6 +107,7 @@ pub fn import_model(model: &OnnxModel, options: &ImportOptions) -> Result<Graph>
     // Phase 2 of 4: constants and inputs.
     for init in &graph_proto.initializer {
         let tensor = decode_tensor(init, &model.dir, options.max_tensor_bytes)?;
+        warn_non_finite(&init.name, &tensor);
         let v = builder.graph.add_constant(init.name.clone(), Arc::new(tensor));
         builder.names.insert(init.name.clone(), v);
     }
@@ -261,6 +262,26 @@ fn format_dims(dims: &[Option<i64>]) -> String {
     format!("[{}]", parts.join(","))
 }
 
+/// The verb for a size limit message: an empty tensor needs no bytes, but
+/// its nonzero axes are still checked.
+fn needs(fact: &Fact) -> &'static str {
+    if fact.numel() == 0 { "is empty, but its nonzero axes alone need" } else { "needs" }
+}
+
+/// Logs a warning when weight `name` holds NaN or infinite values, which
+/// usually come from a broken export or training run and make every output
+/// that depends on them NaN or infinite.
+pub(crate) fn warn_non_finite(name: &str, tensor: &Tensor) {
+    let count = tensor.count_non_finite();
+    if count > 0 {
+        tracing::warn!(
+            "weight '{name}' contains {count} NaN or infinite value(s) out of {}; outputs that depend on it may be NaN. \
+             Check the export, unless the model uses infinities on purpose (for example -inf in an attention mask)",
+            tensor.len()
+        );
+    }
+}
+
 /// Returns the node's name, or its first output's name when the exporter left it empty.
 pub(crate) fn node_label(node: &NodeProto) -> String {
     if !node.name.is_empty() {
@@ -308,11 +329,15 @@ impl Builder<'_> {
                 continue;
             }
             let fact = self.bind_input(input)?;
-            let bytes = (fact.numel() as u64).saturating_mul(fact.dtype.size_bytes() as u64);
+            let bytes = fact.bytes_bound();
             if bytes > self.options.max_tensor_bytes {
                 return Err(Error::Input {
                     input: input.name.clone(),
-                    message: format!("shape {fact} needs {bytes} bytes, more than the limit of {} bytes", self.options.max_tensor_bytes),
+                    message: format!(
+                        "shape {fact} {} {bytes} bytes, more than the limit of {} bytes; raise the limit (--max-tensor-mib) or bind a smaller shape",
+                        needs(&fact),
+                        self.options.max_tensor_bytes
+                    ),
                 });
             }
             let v = self.graph.add_input(input.name.clone(), fact);
@@ -455,12 +480,13 @@ impl NodeCx<'_, '_> {
     /// anything of that size is allocated (at compile time or at run time).
     fn check_sizes(&self, facts: &[Fact]) -> Result<()> {
         for fact in facts {
-            let bytes = (fact.numel() as u64).saturating_mul(fact.dtype.size_bytes() as u64);
+            let bytes = fact.bytes_bound();
             if bytes > self.builder.options.max_tensor_bytes {
                 return Err(Error::Limit(format!(
-                    "node '{}' ({}) produces a {fact} tensor of {bytes} bytes, more than the limit of {} bytes",
+                    "node '{}' ({}) produces a {fact} tensor that {} {bytes} bytes, more than the limit of {} bytes",
                     node_label(self.node),
                     self.node.op_type,
+                    needs(fact),
                     self.builder.options.max_tensor_bytes
                 )));
             }

@@ -22,7 +22,7 @@ pub struct OnnxModel {
 impl OnnxModel {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<OnnxModel> {
-        let bytes = std::fs::read(path).map_err(|error| Error::Io { path: path.to_path_buf(), error })?;
+        let bytes = crate::data::read_regular_file(path)?;
         let proto = ModelProto::parse_from_bytes(&bytes)
             .map_err(|e| Error::Protobuf { path: path.to_path_buf(), message: e.to_string() })?;
         if proto.graph.is_none() {

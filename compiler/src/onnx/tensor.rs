@@ -15,7 +15,7 @@ use ndarray::{ArrayD, IxDyn};
 use onnx_protobuf::TensorProto;
 
 use crate::error::{Error, Result};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Tensor, bytes_bound};
 
 /// Upper bound on the bytes of one tensor, checked before allocating.
 pub const DEFAULT_MAX_TENSOR_BYTES: u64 = 8 << 30;
@@ -38,9 +38,11 @@ pub fn decode_tensor(proto: &TensorProto, model_dir: &Path, max_bytes: u64) -> R
     let shape = dims_to_shape(&proto.dims).map_err(err)?;
     let numel = checked_numel(&shape).ok_or_else(|| err(format!("shape {:?} has too many elements", proto.dims)))?;
     let bytes = (numel as u64).saturating_mul(dtype.size_bytes() as u64);
-    if bytes > max_bytes {
+    let bound = bytes_bound(dtype, &shape);
+    if bound > max_bytes {
+        let need = if bound == bytes { "needs" } else { "is empty, but its nonzero axes alone need" };
         return Err(Error::Limit(format!(
-            "tensor '{name}' of shape {:?} needs {bytes} bytes, more than the limit of {max_bytes}; raise the limit if the model is really this large",
+            "tensor '{name}' of shape {:?} {need} {bound} bytes, more than the limit of {max_bytes}; raise the limit (--max-tensor-mib) if the model is really this large",
             proto.dims
         )));
     }

@@ -5,10 +5,14 @@
 //! shape; `Transpose` with the identity permutation. Each rewrite makes the
 //! node's users read the operand directly. A `Cast` that changes the type
 //! (for example f32 -> f16 -> f32, which rounds) is never removed.
+//!
+//! A `Concat` also loses its empty operands (a zero-length slice, for
+//! example), which contribute nothing to the result; generated code cannot
+//! hold zero-size tensors, so this keeps such graphs compilable.
 
 use super::Pass;
 use crate::error::Result;
-use crate::ir::{Graph, Op};
+use crate::ir::{Graph, Op, ValueId};
 
 pub struct Simplify;
 
@@ -18,7 +22,7 @@ impl Pass for Simplify {
     }
 
     fn run(&self, graph: &mut Graph) -> Result<usize> {
-        let mut removed = 0;
+        let mut removed = drop_empty_concat_operands(graph);
         for node in graph.topo_order() {
             let n = graph.node(node);
             let Some(Some(operand)) = n.inputs.first().copied() else { continue };
@@ -43,4 +47,30 @@ impl Pass for Simplify {
         graph.remove_dead_nodes();
         Ok(removed)
     }
+}
+
+/// Rebuilds each `Concat` that has an empty operand and a non-empty one
+/// without its empty operands; returns the number of nodes rebuilt.
+fn drop_empty_concat_operands(graph: &mut Graph) -> usize {
+    let mut rebuilt = 0;
+    for node in graph.topo_order() {
+        let n = graph.node(node);
+        if !matches!(n.op, Op::Concat { .. }) {
+            continue;
+        }
+        let is_empty = |v: &Option<ValueId>| v.is_some_and(|v| graph.fact(v).numel() == 0);
+        let kept: Vec<Option<ValueId>> = n.inputs.iter().copied().filter(|v| !is_empty(v)).collect();
+        if kept.len() == n.inputs.len() || kept.is_empty() {
+            continue;
+        }
+        let result = n.outputs[0];
+        let (op, name) = (n.op.clone(), n.name.clone());
+        let fact = graph.fact(result).clone();
+        let value_name = graph.value(result).name.clone();
+        let replacement = graph.add_simple(op, name, kept, fact);
+        graph.value_mut(replacement).name = value_name;
+        graph.replace_all_uses(result, replacement);
+        rebuilt += 1;
+    }
+    rebuilt
 }

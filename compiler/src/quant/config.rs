@@ -117,22 +117,23 @@ impl Default for QuantConfig {
 }
 
 impl QuantConfig {
-    /// Checks every field; the error names the field and the accepted values.
+    /// Checks every field. The error names the field as a recipe spells it
+    /// (kebab-case) and gives the accepted values.
     pub fn validate(&self) -> Result<()> {
         let invalid = |field: &str, message: String| Err(Error::Quant(format!("invalid setting '{field}': {message}")));
         if !(1..=127).contains(&self.weight_max) {
-            return invalid("weight_max", format!("{} is outside 1..=127", self.weight_max));
+            return invalid("weight-max", format!("{} is outside 1..=127", self.weight_max));
         }
         if !(self.percentile > 50.0 && self.percentile <= 100.0) {
             return invalid("percentile", format!("{} is outside (50, 100]", self.percentile));
         }
         if !(256..=1 << 20).contains(&self.histogram_bins) {
-            return invalid("histogram_bins", format!("{} is outside 256..=1048576", self.histogram_bins));
+            return invalid("histogram-bins", format!("{} is outside 256..=1048576", self.histogram_bins));
         }
         if let Some(alpha) = self.smoothing_alpha
             && !(0.0..=1.0).contains(&alpha)
         {
-            return invalid("smoothing_alpha", format!("{alpha} is outside [0, 1]"));
+            return invalid("smoothing-alpha", format!("{alpha} is outside [0, 1]"));
         }
         for kind in self.ops.keys() {
             if !OP_KINDS.contains(&kind.as_str()) {
@@ -174,7 +175,7 @@ mod tests {
     fn config_validate_names_field() {
         let config = QuantConfig { smoothing_alpha: Some(1.5), ..QuantConfig::default() };
         let error = config.validate().unwrap_err().to_string();
-        assert!(error.contains("smoothing_alpha"), "{error}");
+        assert!(error.contains("smoothing-alpha"), "{error}");
         let config = QuantConfig { ops: [("Softmax".to_string(), Precision::Int8)].into(), ..QuantConfig::default() };
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains("Attention"), "{error}");

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::ir::Op;
 use crate::ir::op::PadMode;
-use crate::onnx::import::NodeCx;
+use crate::onnx::import::{NodeCx, warn_non_finite};
 use crate::tensor::Tensor;
 
 pub(super) fn import(cx: &mut NodeCx, op: &str) -> Result<()> {
@@ -211,6 +211,7 @@ fn constant(cx: &mut NodeCx) -> Result<()> {
         return Err(cx.err("only the value, value_float(s) and value_int(s) forms of Constant are supported"));
     };
     let name = cx.node.output.first().cloned().unwrap_or_default();
+    warn_non_finite(&name, &tensor);
     let v = cx.builder.graph.add_constant(name, Arc::new(tensor));
     cx.bind_outputs(&[v])
 }
