@@ -14,8 +14,10 @@ use super::builder::{F32X4, Kb};
 
 /// `e^x` per lane.
 pub fn exp(kb: &mut Kb, x: Value) -> Value {
-    let hi = kb.splat(88.7);
-    let lo = kb.splat(-87.3);
+    // Beyond these bounds f32 exp is inf or 0 anyway; the clamp keeps n
+    // (below) within what the two-step scaling can represent.
+    let hi = kb.splat(89.0);
+    let lo = kb.splat(-104.0);
     let x = kb.b.ins().fmin(x, hi);
     let x = kb.b.ins().fmax(x, lo);
 
@@ -37,14 +39,25 @@ pub fn exp(kb: &mut Kb, x: Value) -> Value {
         p = kb.b.ins().fma(p, r, cv);
     }
 
-    // 2^n through the exponent field.
+    // 2^n in two factors 2^(n/2) and 2^(n - n/2), each a normal f32 for n in
+    // -150..=129: one factor 2^n would overflow at n = 128 although e^x is
+    // still finite for x up to 88.72, and would leave the normal range below
+    // n = -126, where e^x is still a subnormal.
     let ni = kb.b.ins().fcvt_to_sint_sat(types::I32X4, n);
+    let half = kb.b.ins().sshr_imm_u(ni, 1);
+    let rest = kb.b.ins().isub(ni, half);
+    let (first, second) = (pow2(kb, half), pow2(kb, rest));
+    let p = kb.b.ins().fmul(p, first);
+    kb.b.ins().fmul(p, second)
+}
+
+/// `2^n` per lane for integer lanes `n` in -126..=127, through the exponent field.
+fn pow2(kb: &mut Kb, n: Value) -> Value {
     let bias = kb.b.ins().iconst(types::I32, 127);
     let bias = kb.b.ins().splat(types::I32X4, bias);
-    let biased = kb.b.ins().iadd(ni, bias);
+    let biased = kb.b.ins().iadd(n, bias);
     let shifted = kb.b.ins().ishl_imm_u(biased, 23);
-    let scale = kb.b.ins().bitcast(F32X4, MemFlagsData::new(), shifted);
-    kb.b.ins().fmul(p, scale)
+    kb.b.ins().bitcast(F32X4, MemFlagsData::new(), shifted)
 }
 
 /// `erf(x)` per lane.
