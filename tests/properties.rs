@@ -1,6 +1,6 @@
 //! Property tests: generated code (JIT) against the reference interpreter on
 //! random small models and shapes, one property per kernel family that the
-//! lowering selects (gemm, attention, layernorm, softmax, unary, binary,
+//! lowering selects (gemm, sparse_gemm, attention, layernorm, softmax, unary, binary,
 //! channel_affine, copy, resize2d, im2col, col2im, and qgemm after INT8
 //! quantization, which must match bit for bit). Each property also checks
 //! that the family really appears in the lowered program. The `fill` kernel
@@ -83,6 +83,46 @@ proptest! {
         }
         b.node("Identity", &[last], &["y"], vec![]).output("y");
         check_family(&b, "gemm", seed, 1e-4)?;
+    }
+
+    #[test]
+    fn sparse_gemm_matches(m in 1usize..9, groups in 1usize..8, n in 1usize..24, bias: bool, gelu: bool, residual: bool, seed: u64) {
+        // Zero about three quarters of the 4 x 8 weight tiles (at least a fifth,
+        // so the lowering picks the block-sparse kernel; all of them for a
+        // single tile), so panels with no kept tile occur too.
+        let k = groups * 4;
+        let n = if residual { k } else { n };
+        let panels = n.div_ceil(8);
+        let mut kept: Vec<bool> = (0..panels * groups).map(|t| (t as u64 ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 62 == 0).collect();
+        while kept.iter().filter(|&&k| !k).count() * 5 < kept.len() {
+            let first = kept.iter().position(|&k| k).unwrap();
+            kept[first] = false;
+        }
+        let mut w = values(k * n, seed ^ 1);
+        for (index, value) in w.iter_mut().enumerate() {
+            let (row, col) = (index / n, index % n);
+            if !kept[(col / 8) * groups + row / 4] {
+                *value = 0.0;
+            }
+        }
+        let mut b = ModelBuilder::new(20);
+        b.input("x", F32, &dims(&[m, k])).init_f32("w", &[k as i64, n as i64], &w);
+        b.node("MatMul", &["x", "w"], &["mm"], vec![]);
+        let mut last = "mm";
+        if bias {
+            b.init_f32("b", &[n as i64], &values(n, seed ^ 2)).node("Add", &[last, "b"], &["biased"], vec![]);
+            last = "biased";
+        }
+        if gelu {
+            b.node("Gelu", &[last], &["act"], vec![]);
+            last = "act";
+        }
+        if residual {
+            b.node("Add", &[last, "x"], &["res"], vec![]);
+            last = "res";
+        }
+        b.node("Identity", &[last], &["y"], vec![]).output("y");
+        check_family(&b, "sparse_gemm", seed, 1e-4)?;
     }
 
     #[test]
