@@ -115,11 +115,14 @@ fn agreement_drop(error: &OutputError) -> f64 {
     (1.0 - error.top1_agreement.unwrap_or(1.0)) * 100.0
 }
 
-/// Greedy search: each unit takes at most one ratio; choices are added in
-/// order of agreement lost per FLOP saved, while the sum of the measured
-/// single-unit losses stays within the budget. The combined recipe is then
-/// measured; if it loses more than the budget, the last choice is undone
-/// until it fits.
+/// Greedy search in two phases. First, choices are added in order of
+/// agreement lost per FLOP saved while the sum of the measured single-unit
+/// losses stays within the budget; the combination is then measured, and
+/// while it loses more than the budget the last choice is undone. Second,
+/// since losses seldom add up, the remaining choices (a new unit, or a
+/// larger ratio for a chosen one) are tried one at a time in the same
+/// order and kept when the measured combination still fits, with at most
+/// one measurement per unit.
 #[allow(clippy::too_many_arguments)]
 fn search(
     graph: &Graph,
@@ -131,6 +134,19 @@ fn search(
     names: &[String],
     total: f64,
 ) -> Result<SearchResult> {
+    let measure = |ratios: &BTreeMap<String, f64>| -> Result<SearchResult> {
+        let recipe = prune_recipe(ratios, options)?;
+        let mut student = graph.clone();
+        if !ratios.is_empty() {
+            compress(&mut student, &recipe, Some(calibration))?;
+        }
+        let (rows, _) = run_rows(&student, calibration, &[], "searched recipe")?;
+        let error = OutputError::measure(&rows, teacher, calibration.samples(), true);
+        let flops_saved = 1.0 - encoder_flops(&student, names) as f64 / total;
+        let text = toml::to_string(&recipe).unwrap_or_default();
+        Ok(SearchResult { max_drop: budget, ratios: ratios.clone(), flops_saved, error, recipe: text })
+    };
+
     let mut candidates: Vec<&UnitResult> = results.iter().filter(|r| r.flops_saved > 0.0).collect();
     candidates.sort_by(|a, b| {
         let cost = |r: &UnitResult| agreement_drop(&r.error).max(0.0) / r.flops_saved;
@@ -138,7 +154,7 @@ fn search(
     });
     let mut chosen: Vec<&UnitResult> = Vec::new();
     let mut spent = 0.0;
-    for candidate in candidates {
+    for &candidate in &candidates {
         let drop = agreement_drop(&candidate.error).max(0.0);
         if chosen.iter().any(|c| c.unit == candidate.unit) || spent + drop > budget {
             continue;
@@ -146,23 +162,34 @@ fn search(
         spent += drop;
         chosen.push(candidate);
     }
-
-    loop {
+    let mut best = loop {
         let ratios: BTreeMap<String, f64> = chosen.iter().map(|c| (c.unit.clone(), c.ratio)).collect();
-        let recipe = prune_recipe(&ratios, options)?;
-        let mut student = graph.clone();
-        if !ratios.is_empty() {
-            compress(&mut student, &recipe, Some(calibration))?;
-        }
-        let (rows, _) = run_rows(&student, calibration, &[], "searched recipe")?;
-        let error = OutputError::measure(&rows, teacher, calibration.samples(), true);
-        if agreement_drop(&error) <= budget || chosen.is_empty() {
-            let flops_saved = 1.0 - encoder_flops(&student, names) as f64 / total;
-            let text = toml::to_string(&recipe).unwrap_or_default();
-            return Ok(SearchResult { max_drop: budget, ratios, flops_saved, error, recipe: text });
+        let result = measure(&ratios)?;
+        if agreement_drop(&result.error) <= budget || chosen.is_empty() {
+            break result;
         }
         chosen.pop();
+    };
+
+    let units = results.iter().map(|r| r.unit.as_str()).collect::<std::collections::BTreeSet<_>>().len();
+    let mut tries = 0;
+    for candidate in candidates {
+        if tries == units {
+            break;
+        }
+        if best.ratios.get(&candidate.unit).is_some_and(|&r| r >= candidate.ratio) {
+            continue;
+        }
+        let mut ratios = best.ratios.clone();
+        ratios.insert(candidate.unit.clone(), candidate.ratio);
+        tries += 1;
+        let result = measure(&ratios)?;
+        tracing::info!(unit = %candidate.unit, ratio = candidate.ratio, saved = result.flops_saved, "search step measured");
+        if agreement_drop(&result.error) <= budget && result.flops_saved > best.flops_saved {
+            best = result;
+        }
     }
+    Ok(best)
 }
 
 impl fmt::Display for Sensitivity {
