@@ -52,9 +52,10 @@ impl DotStrategy {
     ///
     /// On x86-64 with VNNI for 128-bit vectors (AVX512-VNNI with AVX512-VL,
     /// or AVX-VNNI) the widening form becomes one `vpdpbusd`, which beats
-    /// `pmaddubsw`: on an AMD Zen 4 (`benches/int8-peak`, one core) this
-    /// kernel ran at about 115 GOP/s with `vpdpbusd` and 75 GOP/s with
-    /// `pmaddubsw`. Without VNNI, `pmaddubsw` is the short sequence.
+    /// `pmaddubsw`: on an Intel Xeon with AVX512-VNNI (`benches/int8-peak`,
+    /// one core, a loaded machine) this kernel ran at about 100 GOP/s with
+    /// `vpdpbusd` and 70 GOP/s with `pmaddubsw`. Without VNNI, `pmaddubsw`
+    /// is the short sequence.
     pub fn for_isa(isa: &dyn TargetIsa) -> DotStrategy {
         match isa.triple().architecture {
             Architecture::X86_64 if has_vnni(isa) => DotStrategy::Widening { unsigned_first: false },
