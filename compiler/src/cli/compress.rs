@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 use vitc::compress::recipe::{DistillSpec, Importance, LoadWeightsSpec, LowRankSpec, PruneSpec, Scope, SparsifySpec};
 use vitc::compress::{Compression, PassSpec, Preset, Recipe};
 use vitc::eval::NormalizeOptions;
+use vitc::quant::{ActivationMode, QuantConfig};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PresetArg {
@@ -21,6 +22,14 @@ pub enum ImportanceArg {
     L2,
     Activation,
     Reconstruction,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum QuantizeArg {
+    /// Activation scales fixed from the calibration data.
+    Static,
+    /// Activation scales computed on every call, per token.
+    Dynamic,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -42,8 +51,8 @@ pub struct CompressArgs {
     pub preset: Option<PresetArg>,
 
     /// Calibration samples (.npy, .npz or image folder, like --data of
-    /// vitc eval); needed by activation importance, low-rank's activation
-    /// method and distill.
+    /// vitc eval); needed by activation and reconstruction importance,
+    /// low-rank's activation method, distill and static quantization.
     #[arg(long, value_name = "DATA", help_heading = "Compression")]
     pub calib_data: Option<PathBuf>,
 
@@ -95,6 +104,12 @@ pub struct CompressArgs {
     /// by name (a load-weights pass, run first).
     #[arg(long, value_name = "FILE", help_heading = "Compression")]
     pub load_weights: Option<PathBuf>,
+
+    /// Quantize every Linear layer to INT8 with per-channel weight scales
+    /// (a quantize pass with its other settings at their defaults, run
+    /// last). Static activation scales need --calib-data.
+    #[arg(long, value_enum, value_name = "MODE", help_heading = "Compression")]
+    pub quantize: Option<QuantizeArg>,
 }
 
 impl CompressArgs {
@@ -103,7 +118,7 @@ impl CompressArgs {
         let flags = self.flag_recipe();
         let sources = [self.recipe.is_some(), self.preset.is_some(), flags.is_some()];
         if sources.iter().filter(|s| **s).count() > 1 {
-            bail!("give only one of --recipe, --preset and the single-pass options (--prune-flops, --low-rank-cut, ...)");
+            bail!("give only one of --recipe, --preset and the single-pass options (--prune-flops, --low-rank-cut, --quantize, ...)");
         }
         let mut recipe = if let Some(path) = &self.recipe {
             Recipe::from_file(path)?
@@ -166,6 +181,13 @@ impl CompressArgs {
         }
         if self.distill {
             passes.push(PassSpec::Distill(toml::from_str::<DistillSpec>("").expect("valid distill table")));
+        }
+        if let Some(mode) = self.quantize {
+            let activations = match mode {
+                QuantizeArg::Static => ActivationMode::Static,
+                QuantizeArg::Dynamic => ActivationMode::Dynamic,
+            };
+            passes.push(PassSpec::Quantize(QuantConfig { activations, ..QuantConfig::default() }));
         }
         (!passes.is_empty()).then(|| Recipe { passes, ..Recipe::default() })
     }
