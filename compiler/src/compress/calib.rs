@@ -143,6 +143,19 @@ pub fn run_rows(graph: &Graph, calibration: &Calibration, taps: &[ValueId], labe
     }
 }
 
+/// Runs only the part of `graph` that computes `taps` on every calibration
+/// batch and returns each tapped value as rows. Nodes that no tap depends
+/// on (for example, every layer after the last tap) do not run.
+pub fn run_taps(graph: &Graph, calibration: &Calibration, taps: &[ValueId], label: &str) -> Result<Vec<Rows>> {
+    if taps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut truncated = graph.clone();
+    truncated.set_outputs(taps.to_vec());
+    truncated.remove_dead_nodes();
+    Ok(run_rows(&truncated, calibration, taps, label)?.1)
+}
+
 /// The graph compiled with its first output and the taps as outputs.
 struct JitRunner {
     jit: JitModel,
