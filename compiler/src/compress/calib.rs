@@ -34,8 +34,9 @@ impl Calibration {
         let count = samples.min(dataset.len()) / batch * batch;
         if count == 0 {
             return Err(Error::Compress(format!(
-                "calibration data {} has {} sample(s), fewer than one batch of {batch}; give more samples or a smaller calibration batch",
+                "calibration data {}: {} of its {} sample(s) are used (calibration.samples or --calib-samples), fewer than one batch of {batch}; use more samples or a smaller calibration.batch",
                 data.display(),
+                samples.min(dataset.len()),
                 dataset.len()
             )));
         }
