@@ -107,7 +107,8 @@ pub struct CompressArgs {
 
     /// Quantize every Linear layer to INT8 with per-channel weight scales
     /// (a quantize pass with its other settings at their defaults, run
-    /// last). Static activation scales need --calib-data.
+    /// last). Static activation scales need --calib-data; dynamic ones
+    /// skip outlier smoothing without it.
     #[arg(long, value_enum, value_name = "MODE", help_heading = "Compression")]
     pub quantize: Option<QuantizeArg>,
 }
@@ -187,7 +188,13 @@ impl CompressArgs {
                 QuantizeArg::Static => ActivationMode::Static,
                 QuantizeArg::Dynamic => ActivationMode::Dynamic,
             };
-            passes.push(PassSpec::Quantize(QuantConfig { activations, ..QuantConfig::default() }));
+            // Smoothing reads calibration data, so dynamic INT8 without
+            // --calib-data runs without it.
+            let mut config = QuantConfig { activations, ..QuantConfig::default() };
+            if mode == QuantizeArg::Dynamic && self.calib_data.is_none() {
+                config.smoothing_alpha = None;
+            }
+            passes.push(PassSpec::Quantize(config));
         }
         (!passes.is_empty()).then(|| Recipe { passes, ..Recipe::default() })
     }
