@@ -211,11 +211,13 @@ class PreparedModel:
     build_wall_ms: float
 
 
-def prepare_model(name: str, path: Path, args: argparse.Namespace) -> PreparedModel:
-    """Build the model with `vitc build`, and compile and link its C driver."""
+def prepare_model(name: str, path: Path, args: argparse.Namespace, build_options: list[str] | None = None) -> PreparedModel:
+    """Build the model with `vitc build` and `build_options` (e.g. compression
+    options), and compile and link its C driver."""
     build_dir = args.work_dir / name
     start = time.perf_counter()
-    run_command([str(args.vitc), "build", str(path), "-o", str(build_dir), "--name", name], f"vitc build of {path}")
+    run_command([str(args.vitc), "build", str(path), "-o", str(build_dir), "--name", name, *(build_options or [])],
+                f"vitc build of {path}")
     build_wall_ms = (time.perf_counter() - start) * 1e3
     report = json.loads((build_dir / f"{name}.report.json").read_text())
 

@@ -416,3 +416,24 @@ fn finetune_rejects_bad_settings() {
         assert!(error.contains(expected), "{pass}: {error}");
     }
 }
+
+#[test]
+fn taps_skip_later_layers() {
+    // run_taps runs only the nodes that the taps need; the tapped values
+    // must equal those of a run of the whole graph.
+    let graph = mnist_graph(32);
+    let calibration = calibration(64);
+    let layer_norms: Vec<_> =
+        graph.topo_order().into_iter().filter(|&n| graph.node(n).op.name() == "LayerNorm").map(|n| graph.node(n).outputs[0]).collect();
+    let taps = [layer_norms[1], layer_norms[0]];
+    let (_, full) = vitc::compress::calib::run_rows(&graph, &calibration, &taps, "whole graph").unwrap();
+    let truncated = vitc::compress::calib::run_taps(&graph, &calibration, &taps, "taps only").unwrap();
+    assert_eq!(truncated.len(), 2);
+    for (index, (a, b)) in full.iter().zip(&truncated).enumerate() {
+        assert_eq!(a.cols, b.cols, "tap {index}: widths differ");
+        assert_eq!(a.rows(), b.rows(), "tap {index}: row counts differ");
+        assert_eq!(a.rows() % 64, 0, "tap {index}: {} rows are not whole samples", a.rows());
+        let diff = a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(diff <= 1e-6, "tap {index}: truncated run differs by {diff}");
+    }
+}

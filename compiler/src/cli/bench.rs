@@ -1,14 +1,16 @@
-//! `vitc bench`: time a model's generated code (JIT) or the interpreter.
+//! `vitc bench`: time a model's generated code (JIT) or the interpreter,
+//! optionally after compression with the options of `vitc build`.
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use vitc::codegen::jit::JitModel;
 use vitc::lower::Program;
 use vitc_runtime::ThreadPool;
 
 use super::ModelArgs;
+use super::compress::{CompressArgs, normalize_for};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Engine {
@@ -38,6 +40,9 @@ pub struct BenchArgs {
     /// What runs the model: generated code or the interpreter.
     #[arg(long, value_enum, default_value_t = Engine::Jit)]
     pub engine: Engine,
+
+    #[command(flatten)]
+    pub compress: CompressArgs,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -47,7 +52,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.threads.iter().any(|&t| t == 0 || t > 256) {
         bail!("--threads values must be between 1 and 256");
     }
-    let graph = args.model.load("canonicalize")?;
+    let compression = args.compress.compression(normalize_for(&args.model.model)?)?;
+    let mut graph = args.model.load("canonicalize")?;
+    if let Some(compression) = &compression {
+        let start = Instant::now();
+        let report = vitc::compress::compress_for(&args.model.model, &mut graph, compression)
+            .with_context(|| format!("cannot compress {}", args.model.model.display()))?;
+        println!(
+            "compressed in {:.1} s: {}, encoder FLOPs {} -> {}",
+            start.elapsed().as_secs_f64(),
+            compression.recipe.passes.iter().map(|p| p.kind()).collect::<Vec<_>>().join(" + "),
+            report.encoder_flops_before,
+            report.encoder_flops_after
+        );
+    }
     let shape = graph.fact(graph.inputs()[0]).shape.clone();
     let len: usize = shape.iter().product();
     let input: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();

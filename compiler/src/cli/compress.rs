@@ -132,7 +132,7 @@ impl CompressArgs {
         let flags = self.flag_recipe();
         let sources = [self.recipe.is_some(), self.preset.is_some(), flags.is_some()];
         if sources.iter().filter(|s| **s).count() > 1 {
-            bail!("give only one of --recipe, --preset and the single-pass options (--prune-flops, --low-rank-cut, ...)");
+            bail!("give only one of --recipe, --preset and the single-pass options (--prune-flops, --low-rank-cut, --int8, ...)");
         }
         let mut recipe = if let Some(path) = &self.recipe {
             Recipe::from_file(path)?

@@ -34,8 +34,9 @@ impl Calibration {
         let count = samples.min(dataset.len()) / batch * batch;
         if count == 0 {
             return Err(Error::Compress(format!(
-                "calibration data {} has {} sample(s), fewer than one batch of {batch}; give more samples or a smaller calibration batch",
+                "calibration data {}: {} of its {} sample(s) are used (calibration.samples or --calib-samples), fewer than one batch of {batch}; use more samples or a smaller calibration.batch",
                 data.display(),
+                samples.min(dataset.len()),
                 dataset.len()
             )));
         }
@@ -141,6 +142,19 @@ pub fn run_rows(graph: &Graph, calibration: &Calibration, taps: &[ValueId], labe
             run_rows_interpreted(graph, calibration, taps, label)
         }
     }
+}
+
+/// Runs only the part of `graph` that computes `taps` on every calibration
+/// batch and returns each tapped value as rows. Nodes that no tap depends
+/// on (for example, every layer after the last tap) do not run.
+pub fn run_taps(graph: &Graph, calibration: &Calibration, taps: &[ValueId], label: &str) -> Result<Vec<Rows>> {
+    if taps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut truncated = graph.clone();
+    truncated.set_outputs(taps.to_vec());
+    truncated.remove_dead_nodes();
+    Ok(run_rows(&truncated, calibration, taps, label)?.1)
 }
 
 /// The graph compiled with its first output and the taps as outputs.

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::calib::{Calibration, Rows, run_rows};
+use super::calib::{Calibration, Rows, run_taps};
 use super::edit::{Edit, apply};
 use super::importance::linear_weight;
 use super::linalg::{ridge_fit, tensor_of, tensor_of_vector};
@@ -63,7 +63,7 @@ pub fn run(
         targets.insert(name.clone(), target);
     }
     let teacher_taps: Vec<ValueId> = dedup(targets.values().map(|t| t.teacher).collect());
-    let (_, teacher_rows) = run_rows(teacher, calibration, &teacher_taps, "teacher")?;
+    let teacher_rows = run_taps(teacher, calibration, &teacher_taps, "teacher")?;
     let teacher_rows: HashMap<ValueId, Rows> = teacher_taps.into_iter().zip(teacher_rows).collect();
 
     let mut refits = Vec::new();
@@ -74,7 +74,7 @@ pub fn run(
         taps.extend(group.iter().filter_map(|name| targets[name].residual));
         taps.extend(group.iter().map(|name| student.node(ids[name]).outputs[0]));
         let taps = dedup(taps);
-        let (_, rows) = run_rows(student, calibration, &taps, "distill")?;
+        let rows = run_taps(student, calibration, &taps, "distill")?;
         let tapped: HashMap<ValueId, Rows> = taps.into_iter().zip(rows).collect();
 
         let mut edits = Vec::new();

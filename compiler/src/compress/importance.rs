@@ -8,7 +8,7 @@
 //! `E[a_j^2] * |W_fc2[:, j]|^2` for a neuron. Both are in the units of the
 //! residual stream, so heads and neurons of all layers compare directly.
 
-use super::calib::{Calibration, Rows, run_rows};
+use super::calib::{Calibration, Rows, run_taps};
 use super::obs::removal_scores;
 use super::linalg::{design_matrix, matrix_of};
 use super::units::{AttentionUnit, MlpUnit, Units};
@@ -64,7 +64,7 @@ pub fn compute(
     let mut taps = Vec::new();
     taps.extend(units.attention.iter().map(|u| graph.node(u.attention).outputs[0]));
     taps.extend(units.mlp.iter().map(|u| graph.node(u.activation).outputs[0]));
-    let (_, tapped) = run_rows(graph, calibration, &taps, "importance")?;
+    let tapped = run_taps(graph, calibration, &taps, "importance")?;
     let (attention_rows, mlp_rows) = tapped.split_at(units.attention.len());
 
     let mut scores = Scores { heads: Vec::new(), neurons: Vec::new() };

