@@ -371,3 +371,25 @@ fn unknown_target_feature_is_named() {
     assert!(error.contains("unknown CPU feature 'warp9'"), "{error}");
     assert!(error.contains("i8mm"), "the message suggests a valid feature: {error}");
 }
+
+#[test]
+fn x86_64_vnni_target_emits_vpdpbusd() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut graph = mnist_graph(10);
+    quantize(&mut graph, &QuantConfig::default(), &calibration_batches(2, 10)).unwrap();
+    let program = Program::lower(&graph).unwrap();
+    let count = |triple: &str, mnemonic: &str| {
+        let object = vitc::codegen::object::emit_object(&program, "model", Some(triple)).unwrap();
+        let path = dir.path().join("model.o");
+        std::fs::write(&path, object).unwrap();
+        let output = std::process::Command::new("objdump").arg("-d").arg(&path).output().expect("objdump (binutils) not found");
+        assert!(output.status.success(), "objdump failed:\n{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).lines().filter(|line| line.split_whitespace().any(|word| word == mnemonic)).count()
+    };
+    let baseline = "x86_64-unknown-linux-gnu";
+    let vnni = "x86_64-unknown-linux-gnu+avx512vnni+avx512vl";
+    let counts = [count(baseline, "vpmaddubsw"), count(baseline, "vpdpbusd"), count(vnni, "vpmaddubsw"), count(vnni, "vpdpbusd")];
+    println!("x86-64-v3: {} vpmaddubsw, {} vpdpbusd; with VNNI: {} vpmaddubsw, {} vpdpbusd", counts[0], counts[1], counts[2], counts[3]);
+    assert!(counts[0] > 0 && counts[1] == 0, "baseline target: {counts:?}");
+    assert!(counts[2] == 0 && counts[3] > 0, "VNNI target: {counts:?}");
+}
