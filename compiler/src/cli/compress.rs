@@ -121,7 +121,7 @@ pub struct CompressArgs {
     #[arg(long, value_enum, value_name = "MODE", help_heading = "Compression")]
     pub int8: Option<Int8Arg>,
 
-    /// How static INT8 chooses activation ranges from calibration data.
+    /// Method by which static INT8 chooses activation ranges from calibration data.
     #[arg(long, value_enum, default_value_t = Int8CalibrationArg::MinMax, requires = "int8", help_heading = "Compression")]
     pub int8_calibration: Int8CalibrationArg,
 }

@@ -117,9 +117,9 @@ fn tile(kb: &mut Kb, call: &GemmCall, row: Value, panel: Value, rows: usize) {
     epilogue(kb, call, row, panel, rows, &state[2..]);
 }
 
-/// The block-sparse tile: `table` holds the first kept tile of each panel
-/// (one u32 per panel, and one past the last), then for each kept tile the
-/// byte offset of its first k in a row of A.
+/// Emits one block-sparse tile. `table` holds the first kept tile of each
+/// panel (one u32 per panel, and one past the last), then for each kept
+/// tile the byte offset of its first k in a row of A.
 fn sparse_tile(kb: &mut Kb, call: &GemmCall, table: Value, row: Value, panel: Value, rows: usize) {
     let tile_bytes = (K_UNROLL * GEMM_NR * 4) as i64;
     let start_ptr = kb.offset(table, panel, 4);

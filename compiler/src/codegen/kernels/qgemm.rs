@@ -65,8 +65,8 @@ impl DotStrategy {
     }
 }
 
-/// Whether Cranelift folds the widening dot product into `vpdpbusd` on
-/// 128-bit vectors for `isa`.
+/// Returns whether Cranelift folds the widening dot product into
+/// `vpdpbusd` on 128-bit vectors for `isa`.
 fn has_vnni(isa: &dyn TargetIsa) -> bool {
     let flags = isa.isa_flags();
     let on = |name: &str| flags.iter().any(|f| f.name == name && f.as_bool() == Some(true));
@@ -180,13 +180,13 @@ fn tile(kb: &mut Kb, call: &Call, row: Value, panel: Value, rows: usize) {
     epilogue(kb, call, row, panel, rows, &state[2..]);
 }
 
-/// Groups of k per unrolled loop step: each A row's 16 bytes come in one
-/// vector load and each group's 4 bytes are broadcast with a shuffle (one
-/// `pshufd` on x86-64), and the loop's pointer updates and accumulator
-/// moves are paid once per 4 groups.
+/// Groups of k per unrolled loop step. Each A row's 16 bytes come in one
+/// vector load, and each group's 4 bytes are broadcast with a shuffle (one
+/// `pshufd` on x86-64). The loop's pointer updates and accumulator moves
+/// are paid once per 4 groups.
 const K_UNROLL: usize = 4;
 
-/// Four groups of k: `acc[r] += dot4(A[r, 4g..4g + 4], B group g)` for g in 0..4.
+/// Multiplies four groups of k: `acc[r] += dot4(A[r, 4g..4g + 4], B group g)` for g in 0..4.
 fn multiply_groups(kb: &mut Kb, call: &Call, a_ptr: Value, b_ptr: Value, rows: usize, acc: &mut [Value]) {
     let a_vectors: Vec<Value> =
         (0..rows).map(|r| kb.b.ins().load(types::I8X16, mem_readonly(), a_ptr, (r * call.k) as i32)).collect();
@@ -204,7 +204,7 @@ fn multiply_groups(kb: &mut Kb, call: &Call, a_ptr: Value, b_ptr: Value, rows: u
     }
 }
 
-/// One group of k: four bytes of each A row, broadcast to all lanes.
+/// Multiplies one group of k: four bytes of each A row, broadcast to all lanes.
 fn multiply_group(kb: &mut Kb, call: &Call, a_ptr: Value, b_ptr: Value, rows: usize, acc: &mut [Value]) {
     let w0 = kb.b.ins().load(types::I8X16, mem_readonly(), b_ptr, 0);
     let w1 = kb.b.ins().load(types::I8X16, mem_readonly(), b_ptr, 16);
