@@ -91,7 +91,7 @@ pub struct CompressArgs {
     #[arg(long, value_name = "F", help_heading = "Compression")]
     pub prune_neurons: Option<f64>,
 
-    /// How the prune pass ranks heads and neurons.
+    /// Criterion by which the prune pass ranks heads and neurons.
     #[arg(long, value_enum, default_value_t = ImportanceArg::Reconstruction, help_heading = "Compression")]
     pub importance: ImportanceArg,
 
@@ -127,7 +127,7 @@ pub struct CompressArgs {
 }
 
 impl CompressArgs {
-    /// The recipe these options select, or `None` when no compression is asked for.
+    /// Returns the recipe these options select, or `None` when no compression is requested.
     pub fn recipe(&self) -> Result<Option<Recipe>> {
         let flags = self.flag_recipe();
         let sources = [self.recipe.is_some(), self.preset.is_some(), flags.is_some()];

@@ -19,7 +19,7 @@ use crate::tensor::{ShapeDisplay, Tensor};
 #[derive(Clone, Debug)]
 pub struct Calibration {
     pub batches: Vec<Tensor>,
-    /// Where the samples came from, for reports.
+    /// Source of the samples, for reports.
     pub source: String,
 }
 

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::ir::op::BinaryOp;
 use crate::ir::{Graph, NodeId, Op, ValueId};
 
-/// What one refit did.
+/// Outcome of one refit.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Refit {
     pub layer: String,
@@ -30,7 +30,7 @@ pub struct Refit {
     pub relative_error_after: f64,
 }
 
-/// Where a refit layer's target comes from.
+/// Source of a refit layer's target.
 struct Target {
     /// Teacher value whose rows (or selected columns) are the target.
     teacher: ValueId,

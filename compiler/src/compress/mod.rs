@@ -41,7 +41,7 @@ use crate::eval::NormalizeOptions;
 use crate::ir::{Graph, NodeId};
 use report::{OutputError, PassReport, changes, layer_costs, totals};
 
-/// What one pass produced, before it is applied.
+/// Output of one pass, before it is applied.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PassOutcome {
     pub edits: Vec<Edit>,
@@ -244,7 +244,7 @@ pub fn compress(graph: &mut Graph, recipe: &Recipe, calibration: Option<&Calibra
     Ok(Compressed { edits: state.edits, report })
 }
 
-/// What passes hand on to later passes.
+/// State that passes hand on to later passes.
 #[derive(Default)]
 struct State {
     edits: Vec<Edit>,
@@ -444,7 +444,7 @@ pub fn encoder_flops(graph: &Graph, names: &[String]) -> u64 {
         .sum()
 }
 
-/// Whether the first output is `[batch, classes]` logits.
+/// Returns whether the first output is `[batch, classes]` logits.
 fn is_classifier(graph: &Graph) -> bool {
     graph.outputs().first().is_some_and(|&v| graph.fact(v).rank() == 2)
 }

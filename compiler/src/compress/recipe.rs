@@ -76,7 +76,7 @@ pub enum PassSpec {
 }
 
 impl PassSpec {
-    /// The pass kind as a recipe spells it.
+    /// Returns the pass kind as a recipe spells it.
     pub fn kind(&self) -> &'static str {
         match self {
             PassSpec::LowRank(_) => "low-rank",
@@ -89,7 +89,7 @@ impl PassSpec {
         }
     }
 
-    /// Whether the pass reads calibration data.
+    /// Returns whether the pass reads calibration data.
     pub fn needs_calibration(&self) -> bool {
         match self {
             PassSpec::LowRank(spec) => spec.method == LowRankMethod::Activation,
@@ -103,7 +103,7 @@ impl PassSpec {
     }
 }
 
-/// Which Linear layers a pass considers.
+/// Set of Linear layers that a pass considers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scope {
@@ -138,7 +138,7 @@ pub struct LowRankSpec {
     pub method: LowRankMethod,
 }
 
-/// How the factors are chosen.
+/// Method that chooses the factors.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LowRankMethod {
@@ -187,7 +187,7 @@ fn default_max_unit_ratio() -> f64 {
     0.9
 }
 
-/// How heads and neurons are ranked.
+/// Criterion that ranks heads and neurons.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Importance {
@@ -248,10 +248,10 @@ pub struct DistillSpec {
     /// Ridge regularization relative to the mean diagonal of `X^T X`.
     #[serde(default = "default_ridge")]
     pub ridge: f64,
-    /// Which layers are refit.
+    /// Set of layers that are refit.
     #[serde(default)]
     pub layers: DistillLayers,
-    /// What each refit output layer matches.
+    /// Target that each refit output layer matches.
     #[serde(default)]
     pub target: DistillTarget,
     /// Also refit the Linear layers after the last transformer block (the
@@ -370,7 +370,7 @@ impl Preset {
         }
     }
 
-    /// The preset as recipe text.
+    /// Returns the preset as recipe text.
     pub fn toml(self) -> &'static str {
         match self {
             Preset::Lossless => include_str!("presets/lossless.toml"),
@@ -427,7 +427,7 @@ impl Recipe {
         Ok(recipe)
     }
 
-    /// Whether any pass reads calibration data.
+    /// Returns whether any pass reads calibration data.
     pub fn needs_calibration(&self) -> bool {
         self.passes.iter().any(PassSpec::needs_calibration)
     }

@@ -23,7 +23,7 @@ use crate::onnx::{ImportOptions, import_file};
 use crate::passes::PassManager;
 use crate::tensor::{ShapeDisplay, Tensor};
 
-/// What loading matched.
+/// Result of matching file tensors to model weights.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct LoadReport {
     pub source: String,

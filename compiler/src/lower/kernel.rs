@@ -197,29 +197,11 @@ impl fmt::Display for Kernel {
         match self {
             Kernel::Gemm { m, n, k, bias, activation, residual } => {
                 write!(f, "gemm m={m} n={n} k={k}")?;
-                if *bias {
-                    write!(f, " +bias")?;
-                }
-                if *activation != Activation::None {
-                    write!(f, " {activation:?}")?;
-                }
-                if *residual {
-                    write!(f, " +residual")?;
-                }
-                Ok(())
+                write_epilogue(f, *bias, *activation, *residual)
             }
             Kernel::SparseGemm { m, n, k, bias, activation, residual, kept, total } => {
                 write!(f, "sparse_gemm m={m} n={n} k={k} tiles={kept}/{total}")?;
-                if *bias {
-                    write!(f, " +bias")?;
-                }
-                if *activation != Activation::None {
-                    write!(f, " {activation:?}")?;
-                }
-                if *residual {
-                    write!(f, " +residual")?;
-                }
-                Ok(())
+                write_epilogue(f, *bias, *activation, *residual)
             }
             Kernel::Attention { batch, tokens, heads, head_dim, scale } => {
                 write!(f, "attention batch={batch} tokens={tokens} heads={heads} head_dim={head_dim} scale={scale:?}")
@@ -257,4 +239,18 @@ impl fmt::Display for Kernel {
             }
         }
     }
+}
+
+/// Writes the fused epilogue of a GEMM as the printed program shows it.
+fn write_epilogue(f: &mut fmt::Formatter<'_>, bias: bool, activation: Activation, residual: bool) -> fmt::Result {
+    if bias {
+        write!(f, " +bias")?;
+    }
+    if activation != Activation::None {
+        write!(f, " {activation:?}")?;
+    }
+    if residual {
+        write!(f, " +residual")?;
+    }
+    Ok(())
 }

@@ -19,7 +19,7 @@ use crate::interp::quant::dynamic_params;
 use crate::ir::{Graph, ValueId};
 use crate::tensor::Tensor;
 
-/// What one pass records for each tapped value.
+/// Statistics that one pass records for each tapped value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pass {
     /// Minimum, maximum and, if requested, per-channel maximum magnitude.

@@ -304,21 +304,36 @@ fn emit_operator(kb: &mut Kb, m: usize, n: usize, k: usize, bias: bool, activati
     });
     let residual_ptr = residual.then(|| kb.arg(next));
 
-    // Task -> (row block, panel group).
+    let range = task_range(kb, m, n);
+    let call = GemmCall { a, lda: k as i64, b, k, n, c, ldc: n as i64, bias: bias_ptr, residual: residual_ptr, scale: 1.0, activation, tiles };
+    emit_block(kb, &call, range.row_start, range.row_end, range.panel_start, range.panel_end);
+}
+
+/// Rows and panels (i64 values, ends exclusive) of the current task.
+pub struct TaskRange {
+    pub row_start: Value,
+    pub row_end: Value,
+    pub panel_start: Value,
+    pub panel_end: Value,
+}
+
+/// Maps the current task of an `m x n` GEMM (F32 or INT8) to its block of
+/// [`ROW_BLOCK`] rows and group of [`PANEL_GROUP`] panels, as [`task_count`] counts them.
+pub fn task_range(kb: &mut Kb, m: usize, n: usize) -> TaskRange {
     let panels = n.div_ceil(GEMM_NR) as i64;
     let groups = (panels as usize).div_ceil(PANEL_GROUP) as i64;
     let task = kb.task_i64();
     let block = kb.b.ins().udiv_imm_u(task, groups);
     let group = kb.b.ins().urem_imm_u(task, groups);
+
     let row_start = kb.b.ins().imul_imm_s(block, ROW_BLOCK as i64);
     let row_end = kb.b.ins().iadd_imm_s(row_start, ROW_BLOCK as i64);
     let m_v = kb.iconst(m as i64);
     let row_end = kb.b.ins().smin(row_end, m_v);
+
     let panel_start = kb.b.ins().imul_imm_s(group, PANEL_GROUP as i64);
     let panel_end = kb.b.ins().iadd_imm_s(panel_start, PANEL_GROUP as i64);
     let panels_v = kb.iconst(panels);
     let panel_end = kb.b.ins().smin(panel_end, panels_v);
-
-    let call = GemmCall { a, lda: k as i64, b, k, n, c, ldc: n as i64, bias: bias_ptr, residual: residual_ptr, scale: 1.0, activation, tiles };
-    emit_block(kb, &call, row_start, row_end, panel_start, panel_end);
+    TaskRange { row_start, row_end, panel_start, panel_end }
 }

@@ -20,12 +20,11 @@ const ROWS_PER_TASK: usize = 32;
 /// Number of tasks a call of `kernel` is split into (1 runs it directly).
 pub fn task_count(kernel: &Kernel) -> u32 {
     match kernel {
-        Kernel::Gemm { m, n, .. } | Kernel::SparseGemm { m, n, .. } => gemm::task_count(*m, *n),
+        Kernel::Gemm { m, n, .. } | Kernel::SparseGemm { m, n, .. } | Kernel::QGemm { m, n, .. } => gemm::task_count(*m, *n),
         Kernel::Attention { batch, heads, .. } => (batch * heads) as u32,
         Kernel::LayerNorm { rows, .. } | Kernel::Softmax { rows, .. } => rows.div_ceil(ROWS_PER_TASK) as u32,
         Kernel::Unary { len, .. } => len.div_ceil(ELEMENTS_PER_TASK) as u32,
         Kernel::Col2im { geometry, .. } => geometry.c.min(64) as u32,
-        Kernel::QGemm { m, n, .. } => qgemm::task_count(*m, *n),
         Kernel::Quantize { len, .. } => len.div_ceil(ELEMENTS_PER_TASK) as u32,
         Kernel::DynamicQuantize { rows, .. } => rows.div_ceil(quantize::ROWS_PER_TASK) as u32,
         _ => 1,

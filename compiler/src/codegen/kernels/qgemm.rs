@@ -16,15 +16,12 @@ use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value, types}
 use cranelift_codegen::isa::TargetIsa;
 use target_lexicon::Architecture;
 
+use super::gemm::{TaskRange, task_range};
 use crate::codegen::builder::{F32X4, I64, Kb, mem_readonly};
 use crate::lower::kernel::{GEMM_NR, QGEMM_KGROUP};
 
 /// Rows per register tile.
 pub const MR: usize = 4;
-/// Rows of one task.
-const ROW_BLOCK: usize = 64;
-/// Panels of one task.
-const PANEL_GROUP: usize = 16;
 /// Bytes of one packed k group of a panel: 8 columns x 4 k.
 const GROUP_BYTES: i64 = (GEMM_NR * QGEMM_KGROUP) as i64;
 
@@ -88,11 +85,6 @@ struct Call {
     strategy: DotStrategy,
 }
 
-/// Number of tasks: row blocks times panel groups.
-pub fn task_count(m: usize, n: usize) -> u32 {
-    (m.div_ceil(ROW_BLOCK) * n.div_ceil(GEMM_NR).div_ceil(PANEL_GROUP)) as u32
-}
-
 /// Emits the kernel: operands `C, A, params, B, colsum, w_scale, bias?`.
 pub fn emit_kernel(kb: &mut Kb, m: usize, n: usize, k: usize, per_row_params: bool, bias: bool, narrow_weights: bool) {
     let strategy = match kb.int8 {
@@ -113,21 +105,7 @@ pub fn emit_kernel(kb: &mut Kb, m: usize, n: usize, k: usize, per_row_params: bo
         strategy,
     };
 
-    // Task -> (row block, panel group).
-    let panels = n.div_ceil(GEMM_NR) as i64;
-    let groups = (panels as usize).div_ceil(PANEL_GROUP) as i64;
-    let task = kb.task_i64();
-    let block = kb.b.ins().udiv_imm_u(task, groups);
-    let group = kb.b.ins().urem_imm_u(task, groups);
-    let row_start = kb.b.ins().imul_imm_s(block, ROW_BLOCK as i64);
-    let row_end = kb.b.ins().iadd_imm_s(row_start, ROW_BLOCK as i64);
-    let m_v = kb.iconst(m as i64);
-    let row_end = kb.b.ins().smin(row_end, m_v);
-    let panel_start = kb.b.ins().imul_imm_s(group, PANEL_GROUP as i64);
-    let panel_end = kb.b.ins().iadd_imm_s(panel_start, PANEL_GROUP as i64);
-    let panels_v = kb.iconst(panels);
-    let panel_end = kb.b.ins().smin(panel_end, panels_v);
-
+    let TaskRange { row_start, row_end, panel_start, panel_end } = task_range(kb, m, n);
     kb.for_range(panel_start, panel_end, 1, |kb, panel| {
         let full_end = {
             let span = kb.b.ins().isub(row_end, row_start);
