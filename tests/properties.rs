@@ -87,9 +87,9 @@ proptest! {
 
     #[test]
     fn sparse_gemm_matches(m in 1usize..9, groups in 1usize..8, n in 1usize..24, bias: bool, gelu: bool, residual: bool, seed: u64) {
-        // Zero about three quarters of the 4 x 8 weight tiles (at least a fifth,
-        // so the lowering picks the block-sparse kernel; all of them for a
-        // single tile), so panels with no kept tile occur too.
+        // Zero about three quarters of the 4 x 8 weight tiles, so panels with
+        // no kept tile occur too. At least a fifth must be empty for the
+        // lowering to pick the block-sparse kernel, so a single tile is zeroed.
         let k = groups * 4;
         let n = if residual { k } else { n };
         let panels = n.div_ceil(8);
