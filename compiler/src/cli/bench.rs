@@ -41,6 +41,11 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Engine::Jit)]
     pub engine: Engine,
 
+    /// Write the generated kernels' symbols to /tmp/perf-PID.map, so that
+    /// `perf record` + `perf report` attribute samples to kernels and nodes.
+    #[arg(long)]
+    pub perf_map: bool,
+
     #[command(flatten)]
     pub compress: CompressArgs,
 }
@@ -51,6 +56,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if args.threads.iter().any(|&t| t == 0 || t > 256) {
         bail!("--threads values must be between 1 and 256");
+    }
+    if args.perf_map {
+        // `perf record` sets PERF_BUILDID_DIR, and cranelift-jit then maps
+        // every JIT function by its bare name, including those of calibration
+        // runs, whose freed addresses the benchmarked model reuses. Only the
+        // benchmarked model's kernels should be named.
+        // SAFETY: no other thread exists yet: the thread pools and the
+        // calibration workers start later.
+        unsafe { std::env::remove_var("PERF_BUILDID_DIR") };
     }
     let compression = args.compress.compression(normalize_for(&args.model.model)?)?;
     let mut graph = args.model.load("canonicalize")?;
@@ -77,6 +91,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let program = Program::lower(&graph)?;
             let mut jit = JitModel::compile(&program, "bench")?;
             println!("compiled in {:.0} ms", start.elapsed().as_secs_f64() * 1e3);
+            if args.perf_map {
+                let path = jit.write_perf_map().context("cannot write the perf map")?;
+                println!("kernel symbols: {}", path.display());
+            }
             for &threads in &args.threads {
                 let pool = if threads > 1 { Some(ThreadPool::new(threads)?) } else { None };
                 let times = measure(args.warmup, args.iterations, || {

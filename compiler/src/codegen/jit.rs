@@ -18,6 +18,8 @@ pub struct JitModel {
     pub model: Model,
     /// Always `Some` until `drop` takes it.
     module: Option<JITModule>,
+    /// Address, code bytes and label of every kernel function.
+    kernels: Vec<(usize, usize, String)>,
 }
 
 impl Drop for JitModel {
@@ -33,6 +35,18 @@ impl Drop for JitModel {
 }
 
 impl JitModel {
+    /// Appends this model's kernels to `/tmp/perf-PID.map`, the file in
+    /// which Linux `perf report` looks up the symbols of JIT code, so a
+    /// profile names each sampled kernel by step, kind and ONNX node.
+    /// Returns the file's path.
+    pub fn write_perf_map(&self) -> std::io::Result<std::path::PathBuf> {
+        use std::io::Write;
+        let path = std::path::PathBuf::from(format!("/tmp/perf-{}.map", std::process::id()));
+        let text: String = self.kernels.iter().map(|(addr, bytes, label)| format!("{addr:x} {bytes:x} {label}\n")).collect();
+        std::fs::OpenOptions::new().create(true).append(true).open(&path)?.write_all(text.as_bytes())?;
+        Ok(path)
+    }
+
     /// Compiles `program` for the host CPU.
     pub fn compile(program: &Program, name: &str) -> Result<JitModel> {
         JitModel::compile_for(program, name, None)
@@ -53,6 +67,7 @@ impl JitModel {
         let mut module = JITModule::new(builder);
         let symbols = emit_program(&mut module, program, name)?;
         module.finalize_definitions().map_err(module_error)?;
+        let kernels = symbols.kernels.iter().map(|k| (module.get_finalized_function(k.id) as usize, k.code_bytes, k.label.clone())).collect();
         let code = module.get_finalized_function(symbols.run);
         // SAFETY: `run` was emitted with the `EntryFn` signature (four
         // pointer-sized arguments, an i32 result) in the host calling convention.
@@ -68,7 +83,7 @@ impl JitModel {
         // from the same inputs and outputs, and the code lives in `module`,
         // which outlives `model` inside the returned struct.
         let model = unsafe { Model::new(info, entry) }.map_err(|e| Error::Internal(e.to_string()))?;
-        Ok(JitModel { model, module: Some(module) })
+        Ok(JitModel { model, module: Some(module), kernels })
     }
 }
 

@@ -63,6 +63,16 @@ pub struct ModuleSymbols {
     pub run: FuncId,
     pub arena_bytes: FuncId,
     pub abi_version: FuncId,
+    /// Every kernel function with its code size in bytes and a label
+    /// naming the step, kernel and node (for profilers' symbol maps).
+    pub kernels: Vec<KernelSymbol>,
+}
+
+/// One emitted kernel function.
+pub struct KernelSymbol {
+    pub id: FuncId,
+    pub code_bytes: usize,
+    pub label: String,
 }
 
 /// Symbol names for the model `name`.
@@ -92,6 +102,7 @@ pub fn emit_program<M: Module>(module: &mut M, program: &Program, name: &str) ->
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
     let mut kernel_ids = Vec::with_capacity(program.steps.len());
+    let mut kernels = Vec::with_capacity(program.steps.len());
     for (i, step) in program.steps.iter().enumerate() {
         let sig = kernel_signature(call_conv);
         let id = module.declare_function(&format!("{name}_k{i}"), Linkage::Local, &sig).map_err(module_error)?;
@@ -117,6 +128,8 @@ pub fn emit_program<M: Module>(module: &mut M, program: &Program, name: &str) ->
         if dump && let Some(code) = ctx.compiled_code() && let Some(vcode) = &code.vcode {
             eprintln!("; kernel {i}: {}\n{vcode}", step.kernel);
         }
+        let code_bytes = ctx.compiled_code().map_or(0, |code| code.code_buffer().len());
+        kernels.push(KernelSymbol { id, code_bytes, label: format!("{name}_k{i}:{}:{}", step.kernel.name(), step.node.replace(char::is_whitespace, "_")) });
         module.clear_context(&mut ctx);
         kernel_ids.push(id);
     }
@@ -125,7 +138,7 @@ pub fn emit_program<M: Module>(module: &mut M, program: &Program, name: &str) ->
     let run = emit_entry(module, program, &run_name, &data_ids, &kernel_ids, &mut fctx)?;
     let arena_bytes = emit_constant_fn(module, &arena_name, types::I64, program.arena_bytes as i64, &mut fctx)?;
     let abi_version = emit_constant_fn(module, &abi_name, types::I32, ABI_VERSION as i64, &mut fctx)?;
-    Ok(ModuleSymbols { run, arena_bytes, abi_version })
+    Ok(ModuleSymbols { run, arena_bytes, abi_version, kernels })
 }
 
 /// Emits `fn NAME() -> value`.
