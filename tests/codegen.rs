@@ -135,3 +135,22 @@ fn zero_batch_rejected_by_codegen() {
     };
     assert!(err.contains("element") || err.contains("0"), "{err}");
 }
+
+#[test]
+fn perf_map_names_every_kernel() {
+    let graph = canonical(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mnist-vit/mnist_vit.onnx"));
+    let program = Program::lower(&graph).unwrap();
+    let jit = JitModel::compile(&program, "perfmap").unwrap();
+    let path = jit.write_perf_map().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Other tests in this process may append their own models' lines.
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(" perfmap_k")).collect();
+    assert_eq!(lines.len(), program.steps.len(), "one line per kernel in {}", path.display());
+    for (i, (line, step)) in lines.iter().zip(&program.steps).enumerate() {
+        let fields: Vec<&str> = line.splitn(3, ' ').collect();
+        let address = u64::from_str_radix(fields[0], 16).unwrap();
+        let size = u64::from_str_radix(fields[1], 16).unwrap();
+        assert!(address > 0 && size > 0, "{line}");
+        assert_eq!(fields[2], format!("perfmap_k{i}:{}:{}", step.kernel.name(), step.node), "{line}");
+    }
+}
