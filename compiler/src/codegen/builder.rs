@@ -5,7 +5,7 @@
 //! `args` is the array of operand pointers in the kernel's documented
 //! order, `task` the index of the slice of work this call does.
 
-use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{BlockArg, InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
@@ -143,6 +143,23 @@ impl Kb<'_> {
 
         self.b.switch_to_block(exit);
         self.b.block_params(exit).to_vec()
+    }
+
+    /// `limit` in the lanes where `limit < x`, else `x`: one `minps` on
+    /// x86-64, where Cranelift's `fmin` takes seven instructions to order
+    /// signed zeros and NaNs. A NaN in `x` passes through.
+    pub fn min_v(&mut self, x: Value, limit: Value) -> Value {
+        let below = self.b.ins().fcmp(FloatCC::LessThan, limit, x);
+        let mask = self.b.ins().bitcast(F32X4, MemFlagsData::new(), below);
+        self.b.ins().bitselect(mask, limit, x)
+    }
+
+    /// `limit` in the lanes where `x < limit`, else `x`: one `maxps` on
+    /// x86-64 (see [`Kb::min_v`]). A NaN in `x` passes through.
+    pub fn max_v(&mut self, x: Value, limit: Value) -> Value {
+        let below = self.b.ins().fcmp(FloatCC::LessThan, x, limit);
+        let mask = self.b.ins().bitcast(F32X4, MemFlagsData::new(), below);
+        self.b.ins().bitselect(mask, limit, x)
     }
 
     /// Horizontal sum of the four lanes of a vector.

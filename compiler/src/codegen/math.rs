@@ -3,11 +3,10 @@
 //! `exp` reduces the argument to `r = x - n ln 2` with `n = round(x / ln 2)`,
 //! evaluates a degree-6 polynomial for `e^r` on [-ln2/2, ln2/2] and scales
 //! by `2^n` through the exponent bits (relative error about 2e-7 on the
-//! clamped range [-87.3, 88.7]). `erf` uses Abramowitz and Stegun formula
-//! 7.1.26 (absolute error below 1.5e-7). `tanh` and the sigmoid are
+//! clamped range [-87.3, 88.7]). `erf` is a rational function fitted for
+//! this crate (absolute error below 5e-7 in f32). `tanh` and the sigmoid are
 //! written with `exp`. Scalars go through the same code in lane 0.
 
-use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 
 use super::builder::{F32X4, Kb};
@@ -18,8 +17,8 @@ pub fn exp(kb: &mut Kb, x: Value) -> Value {
     // (below) within what the two-step scaling can represent.
     let hi = kb.splat(89.0);
     let lo = kb.splat(-104.0);
-    let x = kb.b.ins().fmin(x, hi);
-    let x = kb.b.ins().fmax(x, lo);
+    let x = kb.min_v(x, hi);
+    let x = kb.max_v(x, lo);
 
     // n = round(x * log2(e)); r = x - n * ln2 (ln2 split in two for accuracy).
     let log2e = kb.splat(std::f32::consts::LOG2_E);
@@ -60,31 +59,43 @@ fn pow2(kb: &mut Kb, n: Value) -> Value {
     kb.b.ins().bitcast(F32X4, MemFlagsData::new(), shifted)
 }
 
-/// `erf(x)` per lane.
+/// `erf(x)` per lane, as `x P(x^2) / Q(x^2)` on `x` clamped to [-4, 4]
+/// (beyond which erf is 1 in f32 within 2e-8). The rational function was
+/// fitted for this kernel (weighted least squares on [0, 4], iterated
+/// towards the minimax error): 5.4e-8 absolute error in exact arithmetic,
+/// 4.4e-7 when evaluated in f32. It needs no `exp`, which makes GELU about
+/// half as many instructions as the Abramowitz-Stegun form did.
 pub fn erf(kb: &mut Kb, x: Value) -> Value {
-    let ax = kb.b.ins().fabs(x);
+    const P: [f32; 7] = [1.128_378_7, 0.213_940_76, 0.052_432_94, 0.004_292_884, 1.555_327_2e-4, -1.990_306_3e-6, 1.921_730_8e-8];
+    const Q: [f32; 5] = [1.0, 0.522_927_7, 0.120_797_99, 0.015_550_75, 0.001_097_997];
+    let hi = kb.splat(4.0);
+    let lo = kb.splat(-4.0);
+    let x = kb.min_v(x, hi);
+    let x = kb.max_v(x, lo);
+    let t = kb.b.ins().fmul(x, x);
+    let p = horner(kb, &P, t);
+    let q = horner(kb, &Q, t);
+    let xp = kb.b.ins().fmul(x, p);
+    let r = kb.b.ins().fdiv(xp, q);
+    // Near the clamp the f32 evaluation overshoots 1 by up to 4e-7, which
+    // would make GELU of a large negative x a small positive number
+    // instead of 0.
     let one = kb.splat(1.0);
-    let p = kb.splat(0.327_591_1);
-    let denom = kb.b.ins().fma(p, ax, one);
-    let t = kb.b.ins().fdiv(one, denom);
-    let coefficients = [1.061_405_4, -1.453_152_1, 1.421_413_8, -0.284_496_74, 0.254_829_6];
-    let mut poly = kb.splat(coefficients[0]);
-    for &c in &coefficients[1..] {
+    let minus_one = kb.splat(-1.0);
+    let r = kb.min_v(r, one);
+    kb.max_v(r, minus_one)
+}
+
+/// `c[0] + c[1] t + c[2] t^2 + ...` per lane, by Horner's rule with fused
+/// multiply-adds.
+fn horner(kb: &mut Kb, coefficients: &[f32], t: Value) -> Value {
+    let (&last, rest) = coefficients.split_last().expect("at least one coefficient");
+    let mut acc = kb.splat(last);
+    for &c in rest.iter().rev() {
         let cv = kb.splat(c);
-        poly = kb.b.ins().fma(poly, t, cv);
+        acc = kb.b.ins().fma(acc, t, cv);
     }
-    poly = kb.b.ins().fmul(poly, t);
-    let x2 = kb.b.ins().fmul(ax, ax);
-    let neg_x2 = kb.b.ins().fneg(x2);
-    let e = exp(kb, neg_x2);
-    let tail = kb.b.ins().fmul(poly, e);
-    let magnitude = kb.b.ins().fsub(one, tail);
-    // Copy the sign of x onto the result.
-    let zero = kb.splat(0.0);
-    let negative = kb.b.ins().fcmp(FloatCC::LessThan, x, zero);
-    let negative = kb.b.ins().bitcast(F32X4, MemFlagsData::new(), negative);
-    let flipped = kb.b.ins().fneg(magnitude);
-    kb.b.ins().bitselect(negative, flipped, magnitude)
+    acc
 }
 
 /// `tanh(x)` per lane, as `1 - 2 / (e^(2x) + 1)`.

@@ -119,7 +119,8 @@ fn row_range(kb: &mut Kb, x: Value, start: Value, cols: usize) -> (Value, Value)
         let index = kb.b.ins().iadd(start, i);
         let src = kb.offset(x, index, 4);
         let v = kb.load_v(src, 0);
-        vec![kb.b.ins().fmin(carried[0], v), kb.b.ins().fmax(carried[1], v)]
+        // NaNs are skipped, as the interpreter's `f32::min` fold skips them.
+        vec![kb.min_v(carried[0], v), kb.max_v(carried[1], v)]
     });
     let mut lo = horizontal(kb, state[0], false);
     let mut hi = horizontal(kb, state[1], true);

@@ -141,7 +141,9 @@ pub fn softmax_row(kb: &mut Kb, src: Value, dst: Value, cols: usize) {
     let acc = kb.fold_range(start, end, 1, &[neg_inf], &[F32X4], |kb, i, acc| {
         let p = kb.offset(src, i, 16);
         let x = kb.load_v(p, 0);
-        vec![kb.b.ins().fmax(acc[0], x)]
+        // A NaN element does not become the maximum here, but its
+        // exponential below is NaN and so is then the whole row.
+        vec![kb.max_v(acc[0], x)]
     });
     let mut max = kb.hmax(acc[0]);
     for t in vectors * 4..cols {
