@@ -8,7 +8,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vitc::codegen::jit::JitModel;
-use vitc::lower::kernel::Kernel;
+use vitc::lower::kernel::{Activation, Kernel};
 use vitc::lower::{Buf, Program, Step, TensorInfo, Weight};
 
 /// A program with one INT8 GEMM of u8 `m x k` (in the arena) times packed
@@ -29,7 +29,7 @@ fn qgemm_program(m: usize, k: usize, n: usize, narrow_weights: bool) -> Program 
         weights: vec![weight("params", params), weight("b", packed), weight("colsum", colsum), weight("scales", scales), weight("bias", bias)],
         steps: vec![Step {
             node: "qgemm".into(),
-            kernel: Kernel::QGemm { m, n, k, per_row_params: false, bias: true, narrow_weights },
+            kernel: Kernel::QGemm { m, n, k, per_row_params: false, bias: true, narrow_weights, activation: Activation::None },
             args: vec![Buf::Output(0), Buf::Arena { offset: 0 }, Buf::Weight(0), Buf::Weight(1), Buf::Weight(2), Buf::Weight(3), Buf::Weight(4)],
         }],
         arena_bytes: (m * k + 4).div_ceil(64) * 64,

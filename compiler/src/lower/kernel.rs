@@ -112,8 +112,9 @@ pub enum Kernel {
     /// `narrow_weights` records that every weight is in -64..=63, which
     /// keeps x86-64 `pmaddubsw` from saturating. Operands: `C, A (u8),
     /// params [1 or m, 2], B (packed), colsum (i32), w_scale, bias?`, the
-    /// last three padded to whole panels.
-    QGemm { m: usize, n: usize, k: usize, per_row_params: bool, bias: bool, narrow_weights: bool },
+    /// last three padded to whole panels. `activation` is applied to the
+    /// f32 result, as the separate unary kernel would apply it.
+    QGemm { m: usize, n: usize, k: usize, per_row_params: bool, bias: bool, narrow_weights: bool, activation: Activation },
 }
 
 /// Sizes of a 2-D convolution. For `Im2col`, `(h, w)` is the input and
@@ -230,12 +231,9 @@ impl fmt::Display for Kernel {
             Kernel::Quantize { len, scale, zero_point } => write!(f, "quantize len={len} scale={scale:e} zero_point={zero_point}"),
             Kernel::DynamicQuantize { rows, cols } => write!(f, "dynamic_quantize rows={rows} cols={cols}"),
             Kernel::Dequantize { len, scale, zero_point } => write!(f, "dequantize len={len} scale={scale:e} zero_point={zero_point}"),
-            Kernel::QGemm { m, n, k, per_row_params, bias, narrow_weights } => {
+            Kernel::QGemm { m, n, k, per_row_params, bias, narrow_weights, activation } => {
                 write!(f, "qgemm m={m} n={n} k={k} per_row_params={per_row_params} narrow_weights={narrow_weights}")?;
-                if *bias {
-                    write!(f, " +bias")?;
-                }
-                Ok(())
+                write_epilogue(f, *bias, *activation, false)
             }
         }
     }

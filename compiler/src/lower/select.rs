@@ -312,6 +312,20 @@ impl Selector<'_> {
         pred(&self.graph.node(users[0].0).op).then_some(users[0].0)
     }
 
+    /// When the sole user of `output` is a GELU, marks it fused and returns
+    /// its kind and output; otherwise `(Activation::None, output)`.
+    fn fused_gelu(&mut self, output: ValueId) -> (Activation, ValueId) {
+        let Some(gelu) = self.sole_user(output, |op| matches!(op, Op::Gelu { .. })) else {
+            return (Activation::None, output);
+        };
+        let activation = match self.graph.node(gelu).op {
+            Op::Gelu { approximate: GeluApprox::Tanh } => Activation::GeluTanh,
+            _ => Activation::Gelu,
+        };
+        self.fused.insert(gelu);
+        (activation, self.graph.node(gelu).outputs[0])
+    }
+
     fn linear(&mut self, node: NodeId) -> SelectResult {
         let graph = self.graph;
         let x = self.operand(node, 0)?;
@@ -323,16 +337,7 @@ impl Selector<'_> {
         let packed = pack_panels(k, n, |kk, j| weight[[j, kk]]);
 
         // Epilogue: GELU, then a residual Add of a value computed earlier.
-        let mut result = graph.node(node).outputs[0];
-        let mut activation = Activation::None;
-        if let Some(gelu) = self.sole_user(result, |op| matches!(op, Op::Gelu { .. })) {
-            activation = match graph.node(gelu).op {
-                Op::Gelu { approximate: GeluApprox::Tanh } => Activation::GeluTanh,
-                _ => Activation::Gelu,
-            };
-            self.fused.insert(gelu);
-            result = graph.node(gelu).outputs[0];
-        }
+        let (activation, mut result) = self.fused_gelu(graph.node(node).outputs[0]);
         let mut residual = None;
         if let Some(add) = self.sole_user(result, |op| *op == Op::Binary(BinaryOp::Add)) {
             let other = if graph.node(add).inputs[0] == Some(result) { graph.node(add).inputs[1] } else { graph.node(add).inputs[0] };

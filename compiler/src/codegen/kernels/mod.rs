@@ -54,8 +54,8 @@ pub fn emit(kb: &mut Kb, kernel: &Kernel) {
         Kernel::Resize2d { planes, in_h, in_w, out_h, out_w, taps } => layout::resize2d(kb, *planes, *in_h, *in_w, *out_h, *out_w, *taps),
         Kernel::Im2col { geometry } => layout::im2col(kb, geometry),
         Kernel::Col2im { geometry, bias } => layout::col2im(kb, geometry, *bias, tasks),
-        Kernel::QGemm { m, n, k, per_row_params, bias, narrow_weights } => {
-            qgemm::emit_kernel(kb, *m, *n, *k, *per_row_params, *bias, *narrow_weights)
+        Kernel::QGemm { m, n, k, per_row_params, bias, narrow_weights, activation } => {
+            qgemm::emit_kernel(kb, *m, *n, *k, *per_row_params, *bias, *narrow_weights, *activation)
         }
         Kernel::Quantize { len, scale, zero_point } => quantize::quantize(kb, *len, *scale, *zero_point, ELEMENTS_PER_TASK),
         Kernel::DynamicQuantize { rows, cols } => quantize::dynamic_quantize(kb, *rows, *cols),

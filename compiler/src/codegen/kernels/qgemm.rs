@@ -9,7 +9,8 @@
 //! 8 accumulators, 2 weight vectors and the broadcasts fit in 16 vector
 //! registers. The epilogue subtracts `zp[r] * colsum[j]`, converts to f32,
 //! multiplies by `scale[r] * w_scale[j]` and adds the bias, in the order
-//! the interpreter uses, so both agree bit for bit.
+//! the interpreter uses, so both agree bit for bit; a GELU that follows
+//! the layer is applied there too, with the same code as the unary kernel.
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value, types};
@@ -18,7 +19,8 @@ use target_lexicon::Architecture;
 
 use super::gemm::{TaskRange, task_range};
 use crate::codegen::builder::{F32X4, I64, Kb, mem_readonly};
-use crate::lower::kernel::{GEMM_NR, QGEMM_KGROUP};
+use crate::codegen::math;
+use crate::lower::kernel::{Activation, GEMM_NR, QGEMM_KGROUP};
 
 /// Rows per register tile.
 pub const MR: usize = 4;
@@ -83,10 +85,12 @@ struct Call {
     k: usize,
     per_row_params: bool,
     strategy: DotStrategy,
+    activation: Activation,
 }
 
 /// Emits the kernel: operands `C, A, params, B, colsum, w_scale, bias?`.
-pub fn emit_kernel(kb: &mut Kb, m: usize, n: usize, k: usize, per_row_params: bool, bias: bool, narrow_weights: bool) {
+#[allow(clippy::too_many_arguments)]
+pub fn emit_kernel(kb: &mut Kb, m: usize, n: usize, k: usize, per_row_params: bool, bias: bool, narrow_weights: bool, activation: Activation) {
     let strategy = match kb.int8 {
         DotStrategy::Pmaddubsw if !narrow_weights => DotStrategy::Widening { unsigned_first: false },
         strategy => strategy,
@@ -103,6 +107,7 @@ pub fn emit_kernel(kb: &mut Kb, m: usize, n: usize, k: usize, per_row_params: bo
         k,
         per_row_params,
         strategy,
+        activation,
     };
 
     let TaskRange { row_start, row_end, panel_start, panel_end } = task_range(kb, m, n);
@@ -259,6 +264,11 @@ fn epilogue(kb: &mut Kb, call: &Call, row: Value, panel: Value, rows: usize, acc
             if let Some(b) = bias {
                 v = kb.b.ins().fadd(v, b[half]);
             }
+            v = match call.activation {
+                Activation::None => v,
+                Activation::Gelu => math::gelu(kb, v),
+                Activation::GeluTanh => math::gelu_tanh(kb, v),
+            };
             values.push(v);
         }
     }

@@ -117,8 +117,9 @@ impl Selector<'_> {
             }
             None => false,
         };
-        args[0] = self.result_slot(graph.node(node).outputs[0]);
-        self.push(node, Kernel::QGemm { m, n, k, per_row_params, bias, narrow_weights }, args);
+        let (activation, result) = self.fused_gelu(graph.node(node).outputs[0]);
+        args[0] = self.result_slot(result);
+        self.push(node, Kernel::QGemm { m, n, k, per_row_params, bias, narrow_weights, activation }, args);
         Ok(())
     }
 }
