@@ -93,9 +93,11 @@ fn check_cosines(label: &str, cosines: &[(&str, f64)]) {
 /// criterion (the default) took 281 s with 32 samples on 2 loaded cores
 /// and gave no better held-out cosines.
 const PRUNE: &str = "[[pass]]\nkind = \"prune\"\nflops = 0.3\nimportance = \"activation\"\n";
-/// A ridge of 1e-2 rather than the default 1e-3, because 16 samples give
-/// few rows per refit weight.
-const DISTILL: &str = "[[pass]]\nkind = \"distill\"\nridge = 0.01\n";
+/// The ridge pulls each refit towards the pruned layer's own weights (the
+/// default `ridge-toward`); 0.1 rather than the default 1e-3 keeps the
+/// refit close to them, because 16 mostly grayscale calibration photos say
+/// little about the held-out color photos.
+const DISTILL: &str = "[[pass]]\nkind = \"distill\"\nridge = 0.1\n";
 
 #[test]
 fn pruned_30_percent_does_less_work() {
@@ -142,14 +144,19 @@ fn pruned_30_percent_does_less_work() {
 
 /// The accuracy target of a 30% FLOP cut: cosine 0.99 on every held-out
 /// photo.
-// NOTE: not met. Measured minimums were 0.67 to 0.78 (rocket), with
-// 0.96 to 0.99 on the other photos, over the importance criteria
-// (activation, reconstruction), 16 or 32 calibration samples, ridge 1e-3
-// or 1e-2 and max-unit-ratio 0.9 or 0.5. On the calibration samples themselves the cosine is 0.9997,
-// so the refit does not carry over from the mostly grayscale calibration
-// photos to the held-out color photos.
+// NOTE: not met. With the ridge towards the pruned weights the held-out
+// cosines are 0.963 / 0.987 / 0.986 / 0.870 (astronaut, coffee, chelsea,
+// rocket); towards zero they were 0.958 / 0.986 / 0.978 / 0.744. Other
+// settings, with rocket's cosine: ridge 0.01 (0.850), ridge 1.0 (0.881,
+// but chelsea falls to 0.977), 64 calibration samples (0.723, zero
+// ridge), per-layer ratios instead of the global ranking (17% of heads and
+// 40% of neurons everywhere: 0.729; 50% of neurons only: 0.750),
+// max-unit-ratio 0.6 (0.785), and earlier the reconstruction criterion.
+// The residual distill target gave the same cosines to five digits: on
+// this model a layer scale (Mul) stands between each block's last Linear
+// and its residual Add, so no layer qualifies for it.
 #[test]
-#[ignore = "fails: the 30% pruned ViT-S reaches cosine 0.74 on rocket, below 0.99"]
+#[ignore = "fails: the 30% pruned ViT-S reaches cosine 0.87 on rocket, below 0.99"]
 fn pruned_30_percent_keeps_output_map() {
     let pruned = build_vit_s("pruned", Some(compression(&format!("{PRUNE}{DISTILL}"))));
     check_cosines("pruned 30% + distill", &cosines_on_photos(&pruned));

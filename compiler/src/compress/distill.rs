@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 use super::calib::{Calibration, Rows, run_taps};
 use super::edit::{Edit, apply};
 use super::importance::linear_weight;
-use super::linalg::{ridge_fit, tensor_of, tensor_of_vector};
-use super::recipe::{DistillSpec, DistillTarget};
+use super::linalg::{matrix_of, ridge_fit, tensor_of, tensor_of_vector};
+use super::recipe::{DistillSpec, DistillTarget, RidgeToward};
 use crate::error::{Error, Result};
 use crate::ir::op::BinaryOp;
 use crate::ir::{Graph, NodeId, Op, ValueId};
@@ -84,7 +84,11 @@ pub fn run(
             let wanted = target_rows(&teacher_rows[&target.teacher], target, &tapped)?;
             let before = relative_error(&tapped[&student.node(node).outputs[0]], &wanted);
             let support = sparse.contains(name).then(|| weight_support(student, node));
-            let fit = ridge_fit(&tapped[&input], &wanted, spec.ridge, support.as_deref())
+            let prior = match spec.ridge_toward {
+                RidgeToward::Weights => Some(matrix_of(linear_weight(student, node), name)?),
+                RidgeToward::Zero => None,
+            };
+            let fit = ridge_fit(&tapped[&input], &wanted, spec.ridge, prior.as_ref(), support.as_deref())
                 .map_err(|e| Error::Compress(format!("distill '{name}': {e}")))?;
             let after = fit_error(&tapped[&input], &wanted, &fit);
             edits.push(Edit::Linear { node: name.clone(), weight: tensor_of(&fit.weight), bias: Some(tensor_of_vector(&fit.bias)) });

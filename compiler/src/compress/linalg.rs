@@ -36,15 +36,16 @@ pub fn design_matrix(rows: &Rows, with_ones: bool) -> DMatrix<f64> {
 }
 
 /// Least-squares fit of `targets ≈ x W^T + b` with ridge `ridge` relative
-/// to the mean diagonal of `x^T x` (the bias is not regularized).
-/// `support`, when given, lists for each output row the input columns its
-/// weights may use; every other weight stays zero.
+/// to the mean diagonal of `x^T x` (the bias is not regularized). The
+/// ridge pulls `W` towards `prior` (`[outputs, inputs]`), or towards zero
+/// without one. `support`, when given, lists for each output row the input
+/// columns its weights may use; every other weight stays zero.
 pub struct RidgeFit {
     pub weight: DMatrix<f64>,
     pub bias: Vec<f64>,
 }
 
-pub fn ridge_fit(x: &Rows, targets: &Rows, ridge: f64, support: Option<&[Vec<usize>]>) -> Result<RidgeFit> {
+pub fn ridge_fit(x: &Rows, targets: &Rows, ridge: f64, prior: Option<&DMatrix<f64>>, support: Option<&[Vec<usize>]>) -> Result<RidgeFit> {
     if x.rows() != targets.rows() {
         return Err(Error::Internal(format!("least squares: {} input rows but {} target rows", x.rows(), targets.rows())));
     }
@@ -52,11 +53,23 @@ pub fn ridge_fit(x: &Rows, targets: &Rows, ridge: f64, support: Option<&[Vec<usi
     let design = design_matrix(x, true);
     let t = design_matrix(targets, false);
     let mut gram = design.tr_mul(&design);
-    let cross = design.tr_mul(&t);
+    let mut cross = design.tr_mul(&t);
     let mean_diagonal = (0..inputs).map(|i| gram[(i, i)]).sum::<f64>() / inputs.max(1) as f64;
     let lambda = ridge * mean_diagonal.max(f64::MIN_POSITIVE) + 1e-12;
     for i in 0..inputs {
         gram[(i, i)] += lambda;
+    }
+    if let Some(prior) = prior {
+        if prior.shape() != (targets.cols, inputs) {
+            return Err(Error::Internal(format!("least squares: prior weight {:?}, expected ({}, {inputs})", prior.shape(), targets.cols)));
+        }
+        // Minimizing |x W^T + b - t|^2 + lambda |W - prior|^2 adds
+        // lambda * prior^T to the right-hand side.
+        for o in 0..targets.cols {
+            for i in 0..inputs {
+                cross[(i, o)] += lambda * prior[(o, i)];
+            }
+        }
     }
     // The bias column gets a tiny ridge too, so a constant-zero input
     // column never makes the system singular.
@@ -165,7 +178,7 @@ mod tests {
             x.extend([a, b]);
             t.extend([2.0 * a - b + 1.0, 0.5 * a + 3.0 * b - 2.0]);
         }
-        let fit = ridge_fit(&rows(x, 2), &rows(t, 2), 0.0, None).unwrap();
+        let fit = ridge_fit(&rows(x, 2), &rows(t, 2), 0.0, None, None).unwrap();
         let expected = [[2.0, -1.0], [0.5, 3.0]];
         for o in 0..2 {
             for i in 0..2 {
@@ -185,9 +198,45 @@ mod tests {
             x.extend([a, b]);
             t.push(a + b);
         }
-        let fit = ridge_fit(&rows(x, 2), &rows(t, 1), 0.0, Some(&[vec![1]])).unwrap();
+        let fit = ridge_fit(&rows(x, 2), &rows(t, 1), 0.0, None, Some(&[vec![1]])).unwrap();
         assert_eq!(fit.weight[(0, 0)], 0.0);
         assert!(fit.weight[(0, 1)].abs() > 0.1);
+    }
+
+    /// The second input is always zero, so the data say nothing about its
+    /// weight: the ridge decides it.
+    fn fit_with_silent_input(prior: Option<&DMatrix<f64>>) -> RidgeFit {
+        let mut x = Vec::new();
+        let mut t = Vec::new();
+        for i in 0..30 {
+            let a = (i as f32 * 0.37).sin();
+            x.extend([a, 0.0]);
+            t.push(2.0 * a);
+        }
+        ridge_fit(&rows(x, 2), &rows(t, 1), 1e-3, prior, None).unwrap()
+    }
+
+    #[test]
+    fn ridge_toward_prior_keeps_weights_the_data_do_not_see() {
+        let prior = DMatrix::from_row_slice(1, 2, &[1.5, -0.75]);
+        let fit = fit_with_silent_input(Some(&prior));
+        assert!((fit.weight[(0, 0)] - 2.0).abs() < 1e-2, "seen weight {}", fit.weight[(0, 0)]);
+        assert!((fit.weight[(0, 1)] + 0.75).abs() < 1e-9, "unseen weight {}", fit.weight[(0, 1)]);
+    }
+
+    #[test]
+    fn ridge_toward_zero_clears_weights_the_data_do_not_see() {
+        let fit = fit_with_silent_input(None);
+        assert!((fit.weight[(0, 0)] - 2.0).abs() < 1e-2, "seen weight {}", fit.weight[(0, 0)]);
+        assert!(fit.weight[(0, 1)].abs() < 1e-9, "unseen weight {}", fit.weight[(0, 1)]);
+    }
+
+    #[test]
+    fn ridge_fit_rejects_prior_of_wrong_shape() {
+        let prior = DMatrix::from_row_slice(2, 2, &[1.0, 0.0, 0.0, 1.0]);
+        let x = rows(vec![1.0, 2.0], 2);
+        let t = rows(vec![1.0], 1);
+        assert!(ridge_fit(&x, &t, 1e-3, Some(&prior), None).is_err());
     }
 
     #[test]

@@ -248,6 +248,9 @@ pub struct DistillSpec {
     /// Ridge regularization relative to the mean diagonal of `X^T X`.
     #[serde(default = "default_ridge")]
     pub ridge: f64,
+    /// What the ridge pulls the refit weights towards.
+    #[serde(default)]
+    pub ridge_toward: RidgeToward,
     /// Set of layers that are refit.
     #[serde(default)]
     pub layers: DistillLayers,
@@ -266,6 +269,20 @@ fn default_true() -> bool {
 
 fn default_ridge() -> f64 {
     1e-3
+}
+
+/// The weights that the distill pass's ridge term pulls a refit towards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RidgeToward {
+    /// The layer's weights before the refit (after pruning or factoring).
+    /// Directions that the calibration inputs do not excite keep the
+    /// trained weights, so a refit on a narrow calibration set carries over
+    /// to other inputs.
+    #[default]
+    Weights,
+    /// Zero: classic ridge regression, which shrinks those directions.
+    Zero,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
