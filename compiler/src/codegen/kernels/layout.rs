@@ -172,7 +172,35 @@ pub fn im2col(kb: &mut Kb, g: &ConvGeometry) {
     });
 }
 
+/// Input positions `lo..hi` along one axis whose every tap lands inside
+/// the output: `i * stride - pad >= 0` and `i * stride - pad + (k - 1) *
+/// dilation < out`. Empty (`lo >= hi`) when there are none.
+fn interior_span(input: usize, out: usize, k: usize, stride: usize, pad: usize, dilation: usize) -> (i64, i64) {
+    let (stride, pad) = (stride.max(1) as i64, pad as i64);
+    let lo = (pad + stride - 1) / stride;
+    let reach = out as i64 - 1 + pad - ((k.max(1) - 1) * dilation) as i64;
+    let hi = if reach < 0 { 0 } else { (reach / stride + 1).min(input as i64) };
+    (lo, hi)
+}
+
+/// Whether `lo <= v < hi` for an i64 value `v`.
+fn in_span(kb: &mut Kb, v: Value, (lo, hi): (i64, i64)) -> Value {
+    let lower = kb.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, v, lo);
+    let upper = kb.b.ins().icmp_imm_s(IntCC::SignedLessThan, v, hi);
+    kb.b.ins().band(lower, upper)
+}
+
+/// `*(out + out_offset) += *(src + src_offset)` in f32.
+fn scatter_add(kb: &mut Kb, out: Value, out_offset: i32, src: Value, src_offset: i32) {
+    let acc = kb.load_f32(out, out_offset);
+    let v = kb.load_f32(src, src_offset);
+    let sum = kb.b.ins().fadd(acc, v);
+    kb.store(sum, out, out_offset);
+}
+
 /// Operands `out, cols, bias?`; this task covers a range of channels.
+/// Input pixels whose taps all land inside the image take a branch-free
+/// path; the pixels at the border check each tap.
 pub fn col2im(kb: &mut Kb, g: &ConvGeometry, bias: bool, tasks: usize) {
     let out = kb.arg(0);
     let cols = kb.arg(1);
@@ -185,6 +213,8 @@ pub fn col2im(kb: &mut Kb, g: &ConvGeometry, bias: bool, tasks: usize) {
     let c_end = kb.b.ins().smin(c_end, c_limit);
     let plane = g.oh * g.ow;
     let row_len = g.c * g.kh * g.kw;
+    let interior_rows = interior_span(g.h, g.oh, g.kh, g.stride.0, g.pad.0, g.dilation.0);
+    let interior_cols = interior_span(g.w, g.ow, g.kw, g.stride.1, g.pad.1, g.dilation.1);
 
     kb.for_count(0, g.batch as i64, 1, |kb, b| {
         kb.for_range(c_start, c_end, 1, |kb, c| {
@@ -221,6 +251,29 @@ pub fn col2im(kb: &mut Kb, g: &ConvGeometry, bias: bool, tasks: usize) {
                 let y0 = kb.b.ins().iadd_imm_s(y0, -(g.pad.0 as i64));
                 let x0 = kb.b.ins().imul_imm_s(ix, g.stride.1 as i64);
                 let x0 = kb.b.ins().iadd_imm_s(x0, -(g.pad.1 as i64));
+                let interior_y = in_span(kb, iy, interior_rows);
+                let interior_x = in_span(kb, ix, interior_cols);
+                let interior = kb.b.ins().band(interior_y, interior_x);
+                let fast = kb.b.create_block();
+                let checked = kb.b.create_block();
+                let next = kb.b.create_block();
+                kb.b.ins().brif(interior, fast, &[], checked, &[]);
+
+                // Every tap lands inside the image: straight-line adds at
+                // constant offsets from the first tap's element.
+                kb.b.switch_to_block(fast);
+                let first = kb.b.ins().imul_imm_s(y0, g.ow as i64);
+                let first = kb.b.ins().iadd(first, x0);
+                let base = kb.offset(image_plane, first, 4);
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        let offset = ((ky * g.dilation.0 * g.ow + kx * g.dilation.1) * 4) as i32;
+                        scatter_add(kb, base, offset, src, ((ky * g.kw + kx) * 4) as i32);
+                    }
+                }
+                kb.b.ins().jump(next, &[]);
+
+                kb.b.switch_to_block(checked);
                 for ky in 0..g.kh {
                     let oy = kb.b.ins().iadd_imm_s(y0, (ky * g.dilation.0) as i64);
                     for kx in 0..g.kw {
@@ -229,20 +282,19 @@ pub fn col2im(kb: &mut Kb, g: &ConvGeometry, bias: bool, tasks: usize) {
                         let inside_x = in_range(kb, ox, g.ow);
                         let inside = kb.b.ins().band(inside_y, inside_x);
                         let then_block = kb.b.create_block();
-                        let next = kb.b.create_block();
-                        kb.b.ins().brif(inside, then_block, &[], next, &[]);
+                        let skip = kb.b.create_block();
+                        kb.b.ins().brif(inside, then_block, &[], skip, &[]);
                         kb.b.switch_to_block(then_block);
                         let e = kb.b.ins().imul_imm_s(oy, g.ow as i64);
                         let e = kb.b.ins().iadd(e, ox);
                         let p = kb.offset(image_plane, e, 4);
-                        let acc = kb.load_f32(p, 0);
-                        let v = kb.load_f32(src, ((ky * g.kw + kx) * 4) as i32);
-                        let sum = kb.b.ins().fadd(acc, v);
-                        kb.store(sum, p, 0);
-                        kb.b.ins().jump(next, &[]);
-                        kb.b.switch_to_block(next);
+                        scatter_add(kb, p, 0, src, ((ky * g.kw + kx) * 4) as i32);
+                        kb.b.ins().jump(skip, &[]);
+                        kb.b.switch_to_block(skip);
                     }
                 }
+                kb.b.ins().jump(next, &[]);
+                kb.b.switch_to_block(next);
             });
         });
     });
