@@ -61,7 +61,7 @@ pub fn ridge_fit(x: &Rows, targets: &Rows, ridge: f64, prior: Option<&DMatrix<f6
     }
     if let Some(prior) = prior {
         if prior.shape() != (targets.cols, inputs) {
-            return Err(Error::Internal(format!("least squares: prior weight {:?}, expected ({}, {inputs})", prior.shape(), targets.cols)));
+            return Err(Error::Internal(format!("least squares: prior weight has shape {:?}, expected ({}, {inputs})", prior.shape(), targets.cols)));
         }
         // Minimizing |x W^T + b - t|^2 + lambda |W - prior|^2 adds
         // lambda * prior^T to the right-hand side.
@@ -203,8 +203,8 @@ mod tests {
         assert!(fit.weight[(0, 1)].abs() > 0.1);
     }
 
-    /// The second input is always zero, so the data say nothing about its
-    /// weight: the ridge decides it.
+    /// Fits `t = 2 a` from inputs `[a, 0]`. The second input is always
+    /// zero, so only the ridge determines its weight.
     fn fit_with_silent_input(prior: Option<&DMatrix<f64>>) -> RidgeFit {
         let mut x = Vec::new();
         let mut t = Vec::new();
@@ -217,7 +217,7 @@ mod tests {
     }
 
     #[test]
-    fn ridge_toward_prior_keeps_weights_the_data_do_not_see() {
+    fn ridge_prior_keeps_unexcited_weight() {
         let prior = DMatrix::from_row_slice(1, 2, &[1.5, -0.75]);
         let fit = fit_with_silent_input(Some(&prior));
         assert!((fit.weight[(0, 0)] - 2.0).abs() < 1e-2, "seen weight {}", fit.weight[(0, 0)]);
@@ -225,7 +225,7 @@ mod tests {
     }
 
     #[test]
-    fn ridge_toward_zero_clears_weights_the_data_do_not_see() {
+    fn ridge_zero_clears_unexcited_weight() {
         let fit = fit_with_silent_input(None);
         assert!((fit.weight[(0, 0)] - 2.0).abs() < 1e-2, "seen weight {}", fit.weight[(0, 0)]);
         assert!(fit.weight[(0, 1)].abs() < 1e-9, "unseen weight {}", fit.weight[(0, 1)]);

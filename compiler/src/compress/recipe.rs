@@ -248,7 +248,7 @@ pub struct DistillSpec {
     /// Ridge regularization relative to the mean diagonal of `X^T X`.
     #[serde(default = "default_ridge")]
     pub ridge: f64,
-    /// What the ridge pulls the refit weights towards.
+    /// Weights that the ridge pulls the refit towards.
     #[serde(default)]
     pub ridge_toward: RidgeToward,
     /// Set of layers that are refit.

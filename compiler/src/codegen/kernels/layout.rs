@@ -183,14 +183,14 @@ fn interior_span(input: usize, out: usize, k: usize, stride: usize, pad: usize, 
     (lo, hi)
 }
 
-/// Whether `lo <= v < hi` for an i64 value `v`.
+/// Returns whether `lo <= v < hi` for an i64 value `v`.
 fn in_span(kb: &mut Kb, v: Value, (lo, hi): (i64, i64)) -> Value {
     let lower = kb.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, v, lo);
     let upper = kb.b.ins().icmp_imm_s(IntCC::SignedLessThan, v, hi);
     kb.b.ins().band(lower, upper)
 }
 
-/// `*(out + out_offset) += *(src + src_offset)` in f32.
+/// Adds the f32 at `src + src_offset` to the one at `out + out_offset`.
 fn scatter_add(kb: &mut Kb, out: Value, out_offset: i32, src: Value, src_offset: i32) {
     let acc = kb.load_f32(out, out_offset);
     let v = kb.load_f32(src, src_offset);
@@ -298,4 +298,43 @@ pub fn col2im(kb: &mut Kb, g: &ConvGeometry, bias: bool, tasks: usize) {
             });
         });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interior_span;
+
+    /// Checks `interior_span` against the definition by brute force: every
+    /// input position in the span has all taps inside, and no other one.
+    fn check(input: usize, out: usize, k: usize, stride: usize, pad: usize, dilation: usize) {
+        let (lo, hi) = interior_span(input, out, k, stride, pad, dilation);
+        for i in 0..input as i64 {
+            let first = i * stride as i64 - pad as i64;
+            let last = first + ((k - 1) * dilation) as i64;
+            let inside = first >= 0 && last < out as i64;
+            assert_eq!((lo..hi).contains(&i), inside, "i = {i} of {input}, out {out}, k {k}, stride {stride}, pad {pad}, dilation {dilation}");
+        }
+    }
+
+    #[test]
+    fn interior_span_matches_definition() {
+        // The ViT-S decoder: 64 -> 128 with k 4, stride 2, pad 1.
+        check(64, 128, 4, 2, 1, 1);
+        for input in 1..6 {
+            for k in 1..5 {
+                for stride in 1..4 {
+                    for pad in 0..3 {
+                        for dilation in 1..3 {
+                            let span = (input - 1) * stride + (k - 1) * dilation + 1;
+                            if span > 2 * pad {
+                                check(input, span - 2 * pad, k, stride, pad, dilation);
+                                // With output_padding 1.
+                                check(input, span - 2 * pad + 1, k, stride, pad, dilation);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
