@@ -57,6 +57,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.threads.iter().any(|&t| t == 0 || t > 256) {
         bail!("--threads values must be between 1 and 256");
     }
+    if args.perf_map && args.engine != Engine::Jit {
+        bail!("--perf-map names the kernels of generated code; use it with --engine jit (the default)");
+    }
     if args.perf_map {
         // `perf record` sets PERF_BUILDID_DIR, and cranelift-jit then maps
         // every JIT function by its bare name, including those of calibration
