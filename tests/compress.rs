@@ -74,12 +74,14 @@ fn error_of(recipe: &str, graph: &mut Graph, calibration: Option<&Calibration>) 
 #[test]
 fn bad_recipes_fail_before_work() {
     let cases = [
-        ("[[pass]]\nkind = \"quantise\"\n", "unknown variant `quantise`"),
+        ("[[pass]]\nkind = \"quantise\"\n", "pass 1: unknown kind \"quantise\"; expected one of low-rank"),
         ("[[pass]]\nkind = \"prune\"\nheads = 1.0\n", "heads must be in [0, 1), not 1"),
         ("[[pass]]\nkind = \"prune\"\nneurons = -0.1\n", "neurons must be in [0, 1)"),
         ("[[pass]]\nkind = \"prune\"\nflops = 0.4\nheads = 0.2\n", "exclude each other"),
         ("[[pass]]\nkind = \"prune\"\n", "set heads and/or neurons"),
-        ("[[pass]]\nkind = \"prune\"\nheds = 0.2\n", "unknown field `heds`"),
+        ("[[pass]]\nkind = \"prune\"\nheds = 0.2\n", "pass 1 (prune), key `heds`: unknown field `heds`"),
+        ("[[pass]]\nkind = \"prune\"\nflops = 0.3\n[[pass]]\nkind = \"distill\"\nridge-toward = \"foo\"\n", "pass 2 (distill), key `ridge-toward`: unknown variant `foo`, expected `weights` or `zero`"),
+        ("[[pass]]\nflops = 0.3\n", "pass 1 has no kind"),
         ("[[pass]]\nkind = \"low-rank\"\nrank = 4\nenergy = 0.9\n", "exactly one of rank, energy and param-cut"),
         ("[[pass]]\nkind = \"sparsify\"\nsparsity = 1.5\n", "sparsity must be in [0, 1)"),
         ("[[pass]]\nkind = \"distill\"\nridge = -1.0\n", "ridge must be"),

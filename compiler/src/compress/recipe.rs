@@ -418,7 +418,7 @@ fn recipe_error(message: String) -> Error {
 impl Recipe {
     /// Parses and validates recipe text.
     pub fn from_toml_str(text: &str) -> Result<Recipe> {
-        let recipe: Recipe = toml::from_str(text).map_err(|e| recipe_error(e.to_string().trim_end().to_string()))?;
+        let recipe: Recipe = toml::from_str(text).map_err(|e| recipe_error(pass_error(text).unwrap_or_else(|| e.to_string().trim_end().to_string())))?;
         recipe.validate()?;
         Ok(recipe)
     }
@@ -573,3 +573,59 @@ impl fmt::Display for Recipe {
         write!(f, "{}", names.join(" -> "))
     }
 }
+/// Finds the pass that a recipe which failed to parse gets wrong, and
+/// names its position, kind and key: serde reports errors inside the
+/// internally tagged pass list without them. Returns `None` when every
+/// pass parses on its own (the error is elsewhere) or the text is not TOML.
+fn pass_error(text: &str) -> Option<String> {
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let passes = table.get("pass")?.as_array()?;
+    for (index, pass) in passes.iter().enumerate() {
+        let position = index + 1;
+        let Some(fields) = pass.as_table() else {
+            return Some(format!("pass {position} is not a table; write it as [[pass]] with a kind = \"...\" line"));
+        };
+        let Some(kind) = fields.get("kind").and_then(toml::Value::as_str) else {
+            return Some(format!("pass {position} has no kind = \"...\" (one of {})", PASS_KINDS.join(", ")));
+        };
+        let mut settings = fields.clone();
+        settings.remove("kind");
+        let result = match kind {
+            "low-rank" => check_spec::<LowRankSpec>(settings),
+            "prune" => check_spec::<PruneSpec>(settings),
+            "sparsify" => check_spec::<SparsifySpec>(settings),
+            "distill" => check_spec::<DistillSpec>(settings),
+            "finetune" => check_spec::<FinetuneSpec>(settings),
+            "load-weights" => check_spec::<LoadWeightsSpec>(settings),
+            "quantize" => check_spec::<crate::quant::QuantConfig>(settings),
+            other => return Some(format!("pass {position}: unknown kind \"{other}\"; expected one of {}", PASS_KINDS.join(", "))),
+        };
+        if let Err((key, message)) = result {
+            return Some(match key {
+                Some(key) => format!("pass {position} ({kind}), key `{key}`: {message}"),
+                None => format!("pass {position} ({kind}): {message}"),
+            });
+        }
+    }
+    None
+}
+
+/// Pass kinds as a recipe spells them.
+const PASS_KINDS: [&str; 7] = ["low-rank", "prune", "sparsify", "distill", "finetune", "load-weights", "quantize"];
+
+/// Deserializes one pass's settings as `T`, returning the failing key
+/// (when serde tracked one) and the message.
+fn check_spec<T: serde::de::DeserializeOwned>(settings: toml::Table) -> std::result::Result<(), (Option<String>, String)> {
+    match serde_path_to_error::deserialize::<_, T>(settings) {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            let path = error.path().to_string();
+            let key = (path != "." && !path.is_empty()).then_some(path);
+            // Drop the "in `key`" lines that toml appends, because the prefix names the key.
+            let message = error.into_inner().to_string();
+            let lines: Vec<&str> = message.lines().filter(|line| !line.starts_with("in `")).collect();
+            Err((key, lines.join("\n").trim_end().to_string()))
+        }
+    }
+}
+
