@@ -181,6 +181,12 @@ fn pruned_build_does_less_work() {
     assert!(pruned.report.to_string().contains("pass prune"));
     let report = pruned.report.compression.expect("the build report includes compression");
     assert_eq!(report.passes.len(), 2);
+    // Each pass's settings, defaults included, are in the report.
+    let recipe = Recipe::from_toml_str(recipe).unwrap();
+    assert_eq!(report.passes[0].settings, recipe.passes[0]);
+    assert_eq!(report.passes[1].settings, recipe.passes[1]);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["passes"][1]["settings"]["ridge-toward"], "weights");
 }
 
 #[test]

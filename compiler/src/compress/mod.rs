@@ -148,6 +148,7 @@ pub fn compress_for(model: &std::path::Path, graph: &mut Graph, compression: &Co
         report.recipe = compression.recipe.to_string();
         report.passes.push(PassReport {
             pass: "quantize".into(),
+            settings: PassSpec::Quantize(config.clone()),
             params_before: params,
             params_after: params,
             flops_before: flops,
@@ -285,6 +286,7 @@ fn run_pass(
 ) -> Result<PassReport> {
     let mut report = PassReport {
         pass: pass.kind().to_string(),
+        settings: pass.clone(),
         params_before: 0,
         params_after: 0,
         flops_before: 0,

@@ -104,6 +104,8 @@ fn argmax(values: &[f32]) -> usize {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PassReport {
     pub pass: String,
+    /// Settings of the pass, with the defaults filled in.
+    pub settings: super::recipe::PassSpec,
     pub params_before: u64,
     pub params_after: u64,
     pub flops_before: u64,
