@@ -150,7 +150,8 @@ fn perf_map_names_every_kernel() {
         let fields: Vec<&str> = line.splitn(3, ' ').collect();
         let address = u64::from_str_radix(fields[0], 16).unwrap();
         let size = u64::from_str_radix(fields[1], 16).unwrap();
-        assert!(address > 0 && size > 0, "{line}");
+        assert!(address > 0, "{line}");
+        assert!(size > 0, "{line}");
         assert_eq!(fields[2], format!("perfmap_k{i}:{}:{}", step.kernel.name(), step.node), "{line}");
     }
 }

@@ -95,8 +95,8 @@ fn check_cosines(label: &str, cosines: &[(&str, f64)]) {
 const PRUNE: &str = "[[pass]]\nkind = \"prune\"\nflops = 0.3\nimportance = \"activation\"\n";
 /// The ridge pulls each refit towards the pruned layer's own weights (the
 /// default `ridge-toward`); 0.1 rather than the default 1e-3 keeps the
-/// refit close to them, because 16 mostly grayscale calibration photos say
-/// little about the held-out color photos.
+/// refit close to them, because 16 mostly grayscale calibration photos
+/// constrain few of the directions that the held-out color photos excite.
 const DISTILL: &str = "[[pass]]\nkind = \"distill\"\nridge = 0.1\n";
 
 #[test]
@@ -146,7 +146,7 @@ fn pruned_30_percent_does_less_work() {
 /// photo.
 // NOTE: not met. With the ridge towards the pruned weights the held-out
 // cosines are 0.963 / 0.987 / 0.986 / 0.870 (astronaut, coffee, chelsea,
-// rocket); towards zero they were 0.958 / 0.986 / 0.978 / 0.744. Other
+// rocket). Towards zero they were 0.958 / 0.986 / 0.978 / 0.744. Other
 // settings, with rocket's cosine: ridge 0.01 (0.850), ridge 1.0 (0.881,
 // but chelsea falls to 0.977), 64 calibration samples (0.723, zero
 // ridge), per-layer ratios instead of the global ranking (17% of heads and

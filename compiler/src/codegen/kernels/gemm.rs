@@ -210,12 +210,7 @@ fn epilogue(kb: &mut Kb, call: &GemmCall, row: Value, panel: Value, rows: usize,
         if let Some(b) = bias {
             v = kb.b.ins().fadd(v, b[i % 2]);
         }
-        v = match call.activation {
-            Activation::None => v,
-            Activation::Gelu => math::gelu(kb, v),
-            Activation::GeluTanh => math::gelu_tanh(kb, v),
-        };
-        values.push(v);
+        values.push(math::activation(kb, call.activation, v));
     }
 
     // Stores: whole vectors unless this is a partial last panel.

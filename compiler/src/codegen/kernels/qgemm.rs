@@ -9,8 +9,8 @@
 //! 8 accumulators, 2 weight vectors and the broadcasts fit in 16 vector
 //! registers. The epilogue subtracts `zp[r] * colsum[j]`, converts to f32,
 //! multiplies by `scale[r] * w_scale[j]` and adds the bias, in the order
-//! the interpreter uses, so both agree bit for bit; a GELU that follows
-//! the layer is applied there too, with the same code as the unary kernel.
+//! the interpreter uses, so both agree bit for bit. A GELU that follows the
+//! layer is applied there too, with the same code as the unary kernel.
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value, types};
@@ -264,12 +264,7 @@ fn epilogue(kb: &mut Kb, call: &Call, row: Value, panel: Value, rows: usize, acc
             if let Some(b) = bias {
                 v = kb.b.ins().fadd(v, b[half]);
             }
-            v = match call.activation {
-                Activation::None => v,
-                Activation::Gelu => math::gelu(kb, v),
-                Activation::GeluTanh => math::gelu_tanh(kb, v),
-            };
-            values.push(v);
+            values.push(math::activation(kb, call.activation, v));
         }
     }
     store(kb, call, row, panel, col0, rows, &values);
