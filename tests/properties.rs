@@ -2,7 +2,8 @@
 //! random small models and shapes, one property per kernel family that the
 //! lowering selects (gemm, sparse_gemm, attention, layernorm, softmax, unary, binary,
 //! channel_affine, copy, resize2d, im2col, col2im, and qgemm after INT8
-//! quantization, which must match bit for bit). Each property also checks
+//! quantization, which must match bit for bit, also in a split INT8
+//! ConvTranspose). Each property also checks
 //! that the family really appears in the lowered program. The `fill` kernel
 //! exists in codegen, but no operator lowers to it, so it has no property.
 //!
@@ -407,5 +408,63 @@ proptest! {
         for (i, (&a, &e)) in actual.iter().zip(&expected).enumerate() {
             prop_assert!(a.to_bits() == e.to_bits(), "element {} of {}: JIT {:e}, interpreter {:e}", i, actual.len(), a, e);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// An INT8 ConvTranspose: quantization splits it into Transpose, an INT8
+    /// Linear and Col2im. The generated code must match the interpreter on
+    /// the quantized graph (the product bit for bit, and col2im within
+    /// rounding, because it adds the bias first where the interpreter adds
+    /// it last), and the quantized result must stay close to the f32 layer.
+    #[test]
+    fn quantized_conv_transpose_matches(
+        two_d: bool, c in 1usize..20, oc in 1usize..5, h in 1usize..5, w in 1usize..6,
+        kh in 1usize..4, kw in 1usize..4, stride in 1usize..3, pad in 0usize..2, bias: bool,
+        static_scales: bool, per_token: bool, seed: u64,
+    ) {
+        let (h, kh) = if two_d { (h, kh) } else { (1, 1) };
+        prop_assume!((h - 1) * stride + kh > 2 * pad && (w - 1) * stride + kw > 2 * pad);
+        let spatial: Vec<usize> = if two_d { vec![h, w] } else { vec![w] };
+        let kernel: Vec<usize> = if two_d { vec![kh, kw] } else { vec![kw] };
+        let rank = spatial.len();
+        let p = pad as i64;
+        let mut b = ModelBuilder::new(13);
+        let x_shape = [&[1, c][..], &spatial].concat();
+        let k_shape = [&[c, oc][..], &kernel].concat();
+        b.input("x", F32, &dims(&x_shape)).init_f32("k", &i64s(&k_shape), &values(k_shape.iter().product(), seed ^ 1));
+        let mut inputs = vec!["x", "k"];
+        if bias {
+            b.init_f32("b", &[oc as i64], &values(oc, seed ^ 2));
+            inputs.push("b");
+        }
+        let attrs = vec![attr_ints("strides", &vec![stride as i64; rank]), attr_ints("pads", &vec![p; 2 * rank])];
+        b.node("ConvTranspose", &inputs, &["y"], attrs).output("y");
+
+        let f32_model = TestModel::new(&b);
+        let mut model = TestModel::new(&b);
+        let len: usize = x_shape.iter().product();
+        let input = values(len, seed ^ 3);
+        let calibration = vec![Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&x_shape), input.clone()).unwrap())];
+        let config = quant_config(static_scales, per_token, true, false);
+        quantize(&mut model.graph, &config, &calibration).map_err(|e| TestCaseError::fail(format!("quantize failed: {e}")))?;
+
+        let program = Program::lower(&model.graph).map_err(|e| TestCaseError::fail(format!("lowering failed: {e}")))?;
+        let counts = program.kernel_counts();
+        prop_assert!(counts.contains_key("qgemm"), "no qgemm kernel in {counts:?}");
+        prop_assert!(counts.contains_key("col2im"), "no col2im kernel in {counts:?}");
+        let expected = model.run(Engine::Interpreter, &input);
+        let actual = model.run(Engine::Jit, &input);
+        prop_assert_eq!(actual.len(), expected.len());
+        for (i, (&a, &e)) in actual.iter().zip(&expected).enumerate() {
+            prop_assert!((a - e).abs() <= 1e-5 * (1.0 + e.abs()), "element {} of {}: JIT {:e}, interpreter {:e}", i, actual.len(), a, e);
+        }
+
+        let reference = f32_model.run(Engine::Interpreter, &input);
+        let error: f32 = reference.iter().zip(&expected).map(|(r, q)| (r - q).powi(2)).sum::<f32>().sqrt();
+        let norm: f32 = reference.iter().map(|r| r * r).sum::<f32>().sqrt();
+        prop_assert!(error <= 0.05 * norm + 1e-6, "INT8 error {:e} against the f32 norm {:e}", error, norm);
     }
 }

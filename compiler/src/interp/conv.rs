@@ -354,6 +354,48 @@ fn conv_transpose_typed<T: Real + GemmScalar>(
     array_from_vec(&shape, y.into_raw_vec_and_offset().0)
 }
 
+/// `Col2im(cols, b?)`: `cols` is `[N, spatial.., M * prod(kernel)]`, the
+/// product of a ConvTranspose's input with its weights, pixel-major; the
+/// result is the ConvTranspose's output `[N, M, out spatial..]`.
+pub(crate) fn col2im_op(cols: &Tensor, b: Option<&Tensor>, attrs: &ConvTransposeAttrs) -> OpResult<Tensor> {
+    if let Some(b) = b {
+        expect_dtype(b, cols.dtype(), "Col2im bias")?;
+    }
+    float_kernel!(cols, "Col2im input", |cv: T| {
+        let bv = b.map(|b| T::view_of(b, "Col2im bias")).transpose()?;
+        col2im_typed::<T>(cv.view(), bv.as_ref().map(|b| b.view()), attrs)?
+    })
+}
+
+fn col2im_typed<T: Real>(cols: ArrayViewD<'_, T>, b: Option<ArrayViewD<'_, T>>, attrs: &ConvTransposeAttrs) -> OpResult<ArrayD<T>> {
+    let shape = cols.shape();
+    if shape.len() < 3 || attrs.group != 1 {
+        op_bail!("Col2im input must be [N, spatial..., M * prod(kernel)] with group 1, got shape {shape:?} and group {}", attrs.group);
+    }
+    let (batch, input, columns) = (shape[0], &shape[1..shape.len() - 1], shape[shape.len() - 1]);
+    let kernel_len: usize = attrs.kernel.iter().product();
+    if attrs.kernel.len() != input.len() || kernel_len == 0 || columns % kernel_len != 0 {
+        op_bail!("Col2im input {shape:?} has {columns} columns, which is not a multiple of the taps of kernel {:?}", attrs.kernel);
+    }
+    let out_channels = columns / kernel_len;
+    check_bias("Col2im", b.as_ref(), out_channels)?;
+    let window = Window::new("Col2im", &attrs.kernel, (&attrs.kernel, &attrs.strides, &attrs.pads, &attrs.dilations))?;
+    let output = transposed_output_size(&window, input, &attrs.output_padding)?;
+    let geometry = TapGeometry::new(&window, input, &output);
+
+    let positions = geometry.iterated_len();
+    let cols = cols.as_standard_layout();
+    let rows = cols.view().into_shape_with_order((batch * positions, columns)).map_err(internal)?;
+    let mut y = Array2::<T>::zeros((batch * out_channels, geometry.target_len()));
+    for n in 0..batch {
+        let block = rows.slice(ndarray::s![n * positions..(n + 1) * positions, ..]);
+        col2im(&geometry, &block.t(), &mut y, n * out_channels, out_channels);
+    }
+    add_bias(&mut y, b.as_ref(), out_channels)?;
+    let shape = [&[batch, out_channels][..], &output].concat();
+    array_from_vec(&shape, y.into_raw_vec_and_offset().0)
+}
+
 fn transposed_output_size(window: &Window, input: &[usize], output_padding: &[usize]) -> OpResult<Vec<usize>> {
     let rank = input.len();
     let output_padding = match output_padding.len() {

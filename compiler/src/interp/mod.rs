@@ -122,6 +122,7 @@ fn eval_single(op: &Op, operands: &Operands<'_, '_>) -> OpResult<Tensor> {
         )?,
         Op::Conv(attrs) => conv::conv(x()?, required(1, "weight")?, optional(2), attrs)?,
         Op::ConvTranspose(attrs) => conv::conv_transpose(x()?, required(1, "weight")?, optional(2), attrs)?,
+        Op::Col2im(attrs) => conv::col2im_op(x()?, optional(1), attrs)?,
 
         // Shapes.
         Op::Reshape { allowzero } => shape_ops::reshape(required(0, "data")?, required(1, "shape")?, *allowzero)?,

@@ -61,6 +61,16 @@ pub enum Op {
     Conv(ConvAttrs),
     /// `ConvTranspose(x, w, b?)`, 1-D or 2-D, with explicit pads and output padding.
     ConvTranspose(ConvTransposeAttrs),
+    /// `Col2im(cols, bias?)`: the second half of a `ConvTranspose` whose
+    /// product with the weights is already done. `cols` is
+    /// `[N, spatial.., M * prod(kernel)]`, one row of `M` channels times the
+    /// kernel taps per input pixel (the result of a Linear with the
+    /// transposed convolution's weight viewed as `[M * prod(kernel), C]`).
+    /// Each value is added at the output position its tap reaches, then the
+    /// bias `[M]`; the result is `[N, M, out spatial..]` with the sizes of
+    /// `ConvTranspose`. `group` is always 1. Produced by quantization, so the
+    /// product can run as an INT8 `QLinear`.
+    Col2im(ConvTransposeAttrs),
     /// `Reshape(data, shape)`; a 0 in `shape` copies the input dim unless `allowzero`.
     Reshape { allowzero: bool },
     Transpose { perm: Vec<usize> },
@@ -287,6 +297,7 @@ impl Op {
             Op::Attention { .. } => "Attention",
             Op::Conv(_) => "Conv",
             Op::ConvTranspose(_) => "ConvTranspose",
+            Op::Col2im(_) => "Col2im",
             Op::Reshape { .. } => "Reshape",
             Op::Transpose { .. } => "Transpose",
             Op::Flatten { .. } => "Flatten",
@@ -323,6 +334,7 @@ impl Op {
             Op::Where | Op::Range | Op::Attention { .. } => (3, 3),
             Op::Clip => (1, 3),
             Op::LayerNorm { .. } => (2, 3),
+            Op::Col2im(_) => (1, 2),
             Op::BatchNorm { .. } => (5, 5),
             Op::Gemm { .. } | Op::Conv(_) | Op::ConvTranspose(_) => (2, 3),
             Op::Linear => (2, 3),
@@ -377,7 +389,7 @@ impl Op {
                 " kernel={:?} strides={:?} pads={:?} dilations={:?} group={}",
                 c.kernel, c.strides, c.pads, c.dilations, c.group
             ),
-            Op::ConvTranspose(c) => write!(
+            Op::ConvTranspose(c) | Op::Col2im(c) => write!(
                 f,
                 " kernel={:?} strides={:?} pads={:?} dilations={:?} output_padding={:?} group={}",
                 c.kernel, c.strides, c.pads, c.dilations, c.output_padding, c.group

@@ -90,7 +90,7 @@ pub fn node_flops(graph: &Graph, id: NodeId) -> u64 {
             let per_input: u64 = w.iter().skip(1).map(|&d| d as u64).product();
             2 * x * per_input
         }
-        Op::Reduce { .. } => operand(0).map(|x| x.numel() as u64).unwrap_or(0),
+        Op::Col2im(_) | Op::Reduce { .. } => operand(0).map(|x| x.numel() as u64).unwrap_or(0),
         // About five passes over the row: max or mean, subtract, exp or
         // square, sum, scale.
         Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::LayerNorm { .. } => 5 * out_elems,

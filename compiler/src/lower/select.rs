@@ -247,6 +247,7 @@ impl Selector<'_> {
             Op::Expand => self.expand(node),
             Op::Conv(_) => self.conv(node),
             Op::ConvTranspose(_) => self.conv_transpose(node),
+            Op::Col2im(_) => self.col2im(node),
             Op::Resize(_) => self.resize(node),
             Op::Quantize { scale, zero_point } => self.quantize(node, *scale, *zero_point),
             Op::DynamicQuantize { .. } => self.dynamic_quantize(node),

@@ -63,10 +63,10 @@ pub struct LayerOverride {
 }
 
 /// Operator kinds that quantization can touch, as the config names them.
-pub const OP_KINDS: [&str; 4] = ["Linear", "LayerNorm", "Add", "Gelu"];
+pub const OP_KINDS: [&str; 5] = ["Linear", "ConvTranspose", "LayerNorm", "Add", "Gelu"];
 
 /// Settings of [`super::quantize`]. The default is static per-channel INT8
-/// for every Linear with min-max calibration, LayerNorm, residual Add and
+/// for every Linear and ConvTranspose with min-max calibration, LayerNorm, residual Add and
 /// GELU kept in f32, and SmoothQuant smoothing with alpha 0.5.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
@@ -88,7 +88,7 @@ pub struct QuantConfig {
     /// LayerNorm, in [0, 1]; `None` turns smoothing off.
     pub smoothing_alpha: Option<f32>,
     /// Precision per operator kind (one of [`OP_KINDS`]). Kinds not listed
-    /// keep their default: Linear is INT8, the others stay f32. An INT8
+    /// keep their default: Linear and ConvTranspose are INT8, the others stay f32. An INT8
     /// LayerNorm, Add or GELU has its result quantized and dequantized.
     pub ops: std::collections::BTreeMap<String, Precision>,
     /// Per-layer overrides, matched against node names in order; the last
@@ -155,7 +155,7 @@ impl QuantConfig {
 
     /// Precision of node `name` of operator kind `kind`.
     pub fn precision_of(&self, kind: &str, name: &str) -> Precision {
-        let default = if kind == "Linear" { Precision::Int8 } else { Precision::F32 };
+        let default = if kind == "Linear" || kind == "ConvTranspose" { Precision::Int8 } else { Precision::F32 };
         let by_kind = self.ops.get(kind).copied().unwrap_or(default);
         self.layers.iter().rev().find(|l| name.contains(&l.name)).map_or(by_kind, |l| l.precision)
     }
@@ -193,5 +193,6 @@ mod tests {
         assert_eq!(config.precision_of("Linear", "/blocks.1/mlp/fc1"), Precision::Int8);
         assert_eq!(config.precision_of("Add", "/blocks.1/add"), Precision::Int8);
         assert_eq!(config.precision_of("LayerNorm", "/blocks.1/ln"), Precision::F32);
+        assert_eq!(config.precision_of("ConvTranspose", "/decoder/upconv1"), Precision::Int8);
     }
 }

@@ -3,9 +3,11 @@
 //! [`quantize`] turns Linear layers into INT8 `QLinear` nodes and returns a
 //! [`QuantReport`]. It works in five steps:
 //!
-//! 1. Decide each operator's precision from [`QuantConfig`]: Linear is
-//!    INT8, LayerNorm, residual Add and GELU stay f32 unless overridden,
-//!    and Softmax stays inside the f32 Attention kernel.
+//! 1. Decide each operator's precision from [`QuantConfig`]: Linear and
+//!    ConvTranspose are INT8, LayerNorm, residual Add and GELU stay f32
+//!    unless overridden, and Softmax stays inside the f32 Attention kernel.
+//!    An INT8 ConvTranspose is split into Transpose, Linear and Col2im
+//!    ([`split`]), and its Linear is quantized like the others.
 //! 2. Smooth outlier channels of LayerNorm results read by INT8 Linears
 //!    ([`smooth`]), with per-channel maxima from the calibration data.
 //! 3. Calibrate static activation ranges ([`calibrate`]): the interpreter
@@ -24,6 +26,7 @@ pub mod config;
 pub mod report;
 pub mod rewrite;
 pub mod smooth;
+pub mod split;
 
 use std::collections::HashMap;
 
@@ -44,11 +47,15 @@ use crate::tensor::{DType, Tensor};
 /// the model's single input, of the input's bound shape.
 pub fn quantize(graph: &mut Graph, config: &QuantConfig, calibration: &[Tensor]) -> Result<QuantReport> {
     config.validate()?;
-    let reference = graph.clone();
     let mut counter = PassCounter::default();
 
-    // Step 1 of 5: precisions.
-    let plan = plan_precisions(graph, config);
+    // Step 1 of 5: precisions. A split graph computes the same f32 function
+    // up to rounding, so the error report compares against it.
+    let mut plan = plan_precisions(graph, config);
+    for node in std::mem::take(&mut plan.conv_transposes) {
+        plan.linears.push(split::split(graph, node)?);
+    }
+    let reference = graph.clone();
     let needs_ranges = config.activations == ActivationMode::Static || !plan.fake_quant.is_empty();
     if needs_ranges && calibration.is_empty() {
         return Err(Error::Quant(
@@ -162,17 +169,20 @@ pub fn quantize(graph: &mut Graph, config: &QuantConfig, calibration: &[Tensor])
 /// Which nodes become INT8, and the decisions for the rest.
 struct PrecisionPlan {
     linears: Vec<NodeId>,
+    /// ConvTranspose nodes to split so that their products become INT8 Linears.
+    conv_transposes: Vec<NodeId>,
     /// Results of LayerNorm, Add and GELU nodes that get a quantize-dequantize pair.
     fake_quant: Vec<ValueId>,
     decisions: Vec<PrecisionDecision>,
 }
 
 fn plan_precisions(graph: &Graph, config: &QuantConfig) -> PrecisionPlan {
-    let mut plan = PrecisionPlan { linears: vec![], fake_quant: vec![], decisions: vec![] };
+    let mut plan = PrecisionPlan { linears: vec![], conv_transposes: vec![], fake_quant: vec![], decisions: vec![] };
     for node in graph.topo_order() {
         let n = graph.node(node);
         let kind = match &n.op {
             Op::Linear => "Linear",
+            Op::ConvTranspose(_) => "ConvTranspose",
             Op::LayerNorm { .. } => "LayerNorm",
             Op::Binary(BinaryOp::Add) => "Add",
             Op::Gelu { .. } => "Gelu",
@@ -187,7 +197,7 @@ fn plan_precisions(graph: &Graph, config: &QuantConfig) -> PrecisionPlan {
         let is_activation = graph.fact(out).dtype == DType::F32 && n.inputs.iter().flatten().all(|&v| graph.konst(v).is_none() || kind != "Add");
         let precision = config.precision_of(kind, &n.name);
         let reason = |default: bool| if default { "default" } else { "override" };
-        let is_default = precision == config::QuantConfig::default().precision_of(kind, "") && config.ops.get(kind).is_none();
+        let is_default = precision == config::QuantConfig::default().precision_of(kind, "") && !config.ops.contains_key(kind);
         match (kind, precision) {
             ("Linear", Precision::Int8) => {
                 let weight_ok = n.inputs.get(1).copied().flatten().and_then(|w| graph.konst(w)).is_some_and(|t| t.as_f32().is_some() && t.shape().len() == 2);
@@ -196,6 +206,13 @@ fn plan_precisions(graph: &Graph, config: &QuantConfig) -> PrecisionPlan {
                 } else {
                     plan.decisions.push(decision(n, "f32", "the weight is not a 2-D f32 constant"));
                 }
+            }
+            ("ConvTranspose", Precision::Int8) if split::can_split(graph, node) => {
+                plan.conv_transposes.push(node);
+                plan.decisions.push(decision(n, "int8", "split into Transpose, Linear and Col2im; the Linear is INT8"));
+            }
+            ("ConvTranspose", Precision::Int8) => {
+                plan.decisions.push(decision(n, "f32", "grouped, or the weight is not an f32 constant"));
             }
             (_, Precision::F32) => plan.decisions.push(decision(n, "f32", reason(is_default))),
             (_, Precision::Int8) if is_activation => {

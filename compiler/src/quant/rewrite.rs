@@ -152,7 +152,7 @@ fn quantize_activation(graph: &mut Graph, x: ValueId, config: &QuantConfig, rang
 }
 
 /// Adds a node whose result facts come from the shape rules.
-fn add_derived(graph: &mut Graph, op: Op, name: &str, inputs: Vec<Option<ValueId>>) -> Result<Vec<ValueId>> {
+pub(super) fn add_derived(graph: &mut Graph, op: Op, name: &str, inputs: Vec<Option<ValueId>>) -> Result<Vec<ValueId>> {
     let facts: Vec<Fact> = {
         let operand_facts: Vec<Option<&Fact>> = inputs.iter().map(|v| v.map(|v| graph.fact(v))).collect();
         derive_facts_with(&op, &operand_facts, false).map_err(|e| e.at(name, op.name()))?

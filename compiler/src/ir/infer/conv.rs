@@ -48,7 +48,7 @@ pub(super) fn conv(operands: &Operands, attrs: &ConvAttrs) -> OpResult<Vec<Fact>
         );
     }
     check_kernel(&attrs.kernel, &weight.shape)?;
-    check_bias(operands, out_channels)?;
+    check_bias(operands, 2, out_channels)?;
 
     // Spatial output sizes.
     let mut shape = vec![batch, out_channels];
@@ -103,14 +103,22 @@ pub(super) fn conv_transpose(operands: &Operands, attrs: &ConvTransposeAttrs) ->
     }
     let out_channels = checked_dim_mul(weight.shape[1], group)?;
     check_kernel(&attrs.kernel, &weight.shape)?;
-    check_bias(operands, out_channels)?;
+    check_bias(operands, 2, out_channels)?;
 
-    // Spatial output sizes.
     let mut shape = vec![batch, out_channels];
-    for axis in 0..spatial {
+    shape.extend(transposed_spatial(attrs, &x.shape[2..])?);
+    Ok(vec![Fact::new(x.dtype, shape)])
+}
+
+/// Spatial output sizes of a transposed convolution over spatial input
+/// sizes `input`, shared by ConvTranspose and Col2im.
+fn transposed_spatial(attrs: &ConvTransposeAttrs, input: &[usize]) -> OpResult<Vec<usize>> {
+    let spatial = input.len();
+    let mut shape = Vec::with_capacity(spatial);
+    for (axis, &size_in) in input.iter().enumerate() {
         let (stride, dilation, output_padding) =
             (attrs.strides[axis], attrs.dilations[axis], attrs.output_padding[axis]);
-        let strided_input = overflow_checked(wide(stride).checked_mul(wide(x.shape[2 + axis]) - 1))?;
+        let strided_input = overflow_checked(wide(stride).checked_mul(wide(size_in) - 1))?;
         let dilated_kernel = dilated_kernel_size(attrs.kernel[axis], dilation)?;
         let unpadded = strided_input.checked_add(dilated_kernel).and_then(|sum| sum.checked_add(wide(output_padding)));
         let unpadded = overflow_checked(unpadded)?;
@@ -121,12 +129,45 @@ pub(super) fn conv_transpose(operands: &Operands, attrs: &ConvTransposeAttrs) ->
                  the transposed convolution produces from input size {}",
                 attrs.pads[axis],
                 attrs.pads[spatial + axis],
-                x.shape[2 + axis]
+                size_in
             );
         }
         shape.push(dim_from_i128(size, &format!("the output size of spatial axis {axis}"))?);
     }
-    Ok(vec![Fact::new(x.dtype, shape)])
+    Ok(shape)
+}
+
+/// `Col2im(cols, bias?)`: `cols` is `[N, spatial.., M * prod(kernel)]`.
+pub(super) fn col2im(operands: &Operands, attrs: &ConvTransposeAttrs) -> OpResult<Vec<Fact>> {
+    let cols = operands.require_float(0)?;
+    if cols.rank() != 3 && cols.rank() != 4 {
+        op_bail!(
+            "operand 0 (cols) has shape {}, but Col2im supports [N, W, M * kernel] and [N, H, W, M * kernel] only",
+            ShapeDisplay(&cols.shape)
+        );
+    }
+    let spatial = cols.rank() - 2;
+    check_attribute_lengths(spatial, &attrs.kernel, &attrs.strides, &attrs.pads, &attrs.dilations)?;
+    if attrs.output_padding.len() != spatial || attrs.group != 1 {
+        op_bail!(
+            "attribute output_padding {} must have {spatial} entries and group ({}) must be 1",
+            ShapeDisplay(&attrs.output_padding),
+            attrs.group
+        );
+    }
+    let taps: usize = attrs.kernel.iter().product();
+    let columns = cols.shape[cols.rank() - 1];
+    if columns % taps != 0 {
+        op_bail!(
+            "operand 0 (cols) has {columns} columns, which is not a multiple of the {taps} taps of kernel {}",
+            ShapeDisplay(&attrs.kernel)
+        );
+    }
+    let channels = columns / taps;
+    check_bias(operands, 1, channels)?;
+    let mut shape = vec![cols.shape[0], channels];
+    shape.extend(transposed_spatial(attrs, &cols.shape[1..=spatial])?);
+    Ok(vec![Fact::new(cols.dtype, shape)])
 }
 
 /// Returns the number of spatial axes (1 or 2) after checking that `x` and
@@ -202,12 +243,12 @@ fn check_kernel(kernel: &[usize], weight_shape: &[usize]) -> OpResult<()> {
     Ok(())
 }
 
-fn check_bias(operands: &Operands, out_channels: usize) -> OpResult<()> {
-    let Some(bias) = operands.get(2) else { return Ok(()) };
-    operands.require_same_dtype(2, 0)?;
+fn check_bias(operands: &Operands, slot: usize, out_channels: usize) -> OpResult<()> {
+    let Some(bias) = operands.get(slot) else { return Ok(()) };
+    operands.require_same_dtype(slot, 0)?;
     if bias.shape != [out_channels] {
         op_bail!(
-            "operand 2 (bias) has shape {}, but expected [{out_channels}], one value per output channel",
+            "operand {slot} (bias) has shape {}, but expected [{out_channels}], one value per output channel",
             ShapeDisplay(&bias.shape)
         );
     }

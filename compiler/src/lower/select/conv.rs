@@ -168,6 +168,45 @@ impl Selector<'_> {
         Ok(())
     }
 
+    /// `Col2im(cols, bias?)`: the fold step of `conv_transpose` on its own,
+    /// reading `cols` `[N, spatial.., M * kh * kw]` as `[N * pixels, M * kh * kw]`.
+    pub(super) fn col2im(&mut self, node: NodeId) -> SelectResult {
+        let graph = self.graph;
+        let Op::Col2im(ConvTransposeAttrs { kernel, strides, pads, dilations, .. }) = graph.node(node).op.clone() else {
+            return Err("internal: not a Col2im".into());
+        };
+        let cols = self.operand(node, 0)?;
+        let cols_shape = graph.fact(cols).shape.clone();
+        let out_v = graph.node(node).outputs[0];
+        let out_shape = graph.fact(out_v).shape.clone();
+        let spatial = |shape: &[usize]| spatial_2d(&[&[0, 0][..], shape].concat());
+        let (h, w) = spatial(&cols_shape[1..cols_shape.len() - 1]);
+        let (oh, ow) = spatial_2d(&out_shape);
+        let (kh, kw) = pair(&kernel, 1);
+        let geometry = ConvGeometry {
+            batch: out_shape[0],
+            c: out_shape[1],
+            h,
+            w,
+            oh,
+            ow,
+            kh,
+            kw,
+            stride: pair(&strides, 1),
+            pad: pair(&pads[..kernel.len()], 0),
+            dilation: pair(&dilations, 1),
+        };
+        let input = self.slot_of(cols)?;
+        let out = self.result_slot(out_v);
+        let mut args = vec![out, input];
+        let bias = graph.node(node).inputs.get(1).copied().flatten();
+        if let Some(bias) = bias {
+            args.push(self.slot_of(bias)?);
+        }
+        self.push(node, Kernel::Col2im { geometry, bias: bias.is_some() }, args);
+        Ok(())
+    }
+
     pub(super) fn resize(&mut self, node: NodeId) -> SelectResult {
         let graph = self.graph;
         let Op::Resize(attrs) = graph.node(node).op.clone() else { return Err("internal: not a Resize".into()) };
