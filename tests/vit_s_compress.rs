@@ -97,7 +97,14 @@ const PRUNE: &str = "[[pass]]\nkind = \"prune\"\nflops = 0.3\nimportance = \"act
 /// default `ridge-toward`); 0.1 rather than the default 1e-3 keeps the
 /// refit close to them, because 16 mostly grayscale calibration photos
 /// constrain few of the directions that the held-out color photos excite.
-const DISTILL: &str = "[[pass]]\nkind = \"distill\"\nridge = 0.1\n";
+/// The residual target makes each block's last Linear (behind its layer
+/// scale) match the teacher's residual stream, so it also absorbs the error
+/// of the layers before it.
+const DISTILL: &str = "[[pass]]
+kind = \"distill\"
+ridge = 0.1
+target = \"residual\"
+";
 
 #[test]
 fn pruned_30_percent_does_less_work() {
@@ -130,6 +137,13 @@ fn pruned_30_percent_does_less_work() {
     );
     assert!(pruned.report.flops < plain.report.flops, "the build report shows no FLOP saving");
 
+    // Each block's output projection and fc2 reach the residual stream
+    // through a layer scale, which the residual target divides out.
+    let refits: Vec<_> = report.passes.iter().flat_map(|p| &p.refits).collect();
+    let residual = refits.iter().filter(|r| r.target == "residual").count();
+    println!("{residual} of {} refits matched the residual stream", refits.len());
+    assert!(residual >= 12, "only {residual} refits matched the residual stream");
+
     // Distillation brings every held-out photo's output map closer to the
     // original model's.
     check_cosines("plain", &cosines_on_photos(&plain));
@@ -144,19 +158,19 @@ fn pruned_30_percent_does_less_work() {
 
 /// The accuracy target of a 30% FLOP cut: cosine 0.99 on every held-out
 /// photo.
-// NOTE: not met. With the ridge towards the pruned weights the held-out
-// cosines are 0.963 / 0.987 / 0.986 / 0.870 (astronaut, coffee, chelsea,
-// rocket). Towards zero they were 0.958 / 0.986 / 0.978 / 0.744. Other
-// settings, with rocket's cosine: ridge 0.01 (0.850), ridge 1.0 (0.881,
-// but chelsea falls to 0.977), 64 calibration samples (0.723, zero
-// ridge), per-layer ratios instead of the global ranking (17% of heads and
-// 40% of neurons everywhere: 0.729; 50% of neurons only: 0.750),
-// max-unit-ratio 0.6 (0.785), and earlier the reconstruction criterion.
-// The residual distill target gave the same cosines to five digits: on
-// this model a layer scale (Mul) stands between each block's last Linear
-// and its residual Add, so no layer qualifies for it.
+// NOTE: not met. With the residual target and the ridge towards the pruned
+// weights the held-out cosines are 0.966 / 0.987 / 0.988 / 0.936
+// (astronaut, coffee, chelsea, rocket). With the output target they were
+// 0.963 / 0.987 / 0.986 / 0.870, and towards zero 0.958 / 0.986 / 0.978 /
+// 0.744. Other settings, with rocket's cosine: residual target with ridge
+// 1.0 (0.943, but astronaut 0.963 and chelsea 0.978) or refitting every
+// encoder Linear (0.868). Output target with ridge 0.01 (0.850) or 1.0
+// (0.881), 64 calibration samples (0.723, zero ridge), per-layer ratios
+// instead of the global ranking (17% of heads and 40% of neurons
+// everywhere: 0.729; 50% of neurons only: 0.750), max-unit-ratio 0.6
+// (0.785), and earlier the reconstruction criterion.
 #[test]
-#[ignore = "fails: the 30% pruned ViT-S reaches cosine 0.87 on rocket, below 0.99"]
+#[ignore = "fails: the 30% pruned ViT-S reaches cosine 0.94 on rocket and 0.97 on astronaut, below 0.99"]
 fn pruned_30_percent_keeps_output_map() {
     let pruned = build_vit_s("pruned", Some(compression(&format!("{PRUNE}{DISTILL}"))));
     check_cosines("pruned 30% + distill", &cosines_on_photos(&pruned));

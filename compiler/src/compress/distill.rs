@@ -8,6 +8,8 @@
 //! target, a layer whose output is added to the residual stream matches
 //! `teacher stream after the add - student stream before it`, so every
 //! refit also absorbs the error that earlier layers left in the stream.
+//! A per-channel constant scale between the layer and the add (the layer
+//! scale of DINOv2-style blocks) divides that difference channel by channel.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -38,6 +40,9 @@ struct Target {
     channels: Option<Vec<usize>>,
     /// Student residual value subtracted from the teacher's stream.
     residual: Option<ValueId>,
+    /// Per-channel scale applied between the layer and the residual add;
+    /// the target is divided by it.
+    scale: Option<Vec<f32>>,
 }
 
 /// Refits `layers` (student node names) against `teacher`.
@@ -136,10 +141,16 @@ fn groups_by_input(student: &Graph, order: &[String]) -> Vec<Vec<String>> {
     groups
 }
 
-/// The other operand of the Add that is the only user of `node`'s output,
-/// when that Add joins two computed values (a residual connection).
-fn residual_add(graph: &Graph, node: NodeId) -> Option<(NodeId, ValueId)> {
-    let output = graph.node(node).outputs[0];
+/// Finds the residual connection after `node`: the Add that is the only
+/// user of its output (or of a per-channel scale Mul that is its only
+/// user). Returns the Add, its other operand (a computed value) and the scale.
+fn residual_add(graph: &Graph, node: NodeId) -> Option<(NodeId, ValueId, Option<Vec<f32>>)> {
+    let mut output = graph.node(node).outputs[0];
+    let mut scale = None;
+    if let Some((mul, factors)) = channel_scale(graph, output) {
+        output = graph.node(mul).outputs[0];
+        scale = Some(factors);
+    }
     let [(user, slot)] = graph.users(output)[..] else { return None };
     let add = graph.node(user);
     if add.op != Op::Binary(BinaryOp::Add) || graph.is_graph_output(output) {
@@ -149,7 +160,26 @@ fn residual_add(graph: &Graph, node: NodeId) -> Option<(NodeId, ValueId)> {
     if graph.konst(other).is_some() || graph.fact(other).shape != graph.fact(output).shape {
         return None;
     }
-    Some((user, other))
+    Some((user, other, scale))
+}
+
+/// Returns the Mul that is the only user of `value` and its factors, when it
+/// multiplies each channel (last axis) by a nonzero constant.
+fn channel_scale(graph: &Graph, value: ValueId) -> Option<(NodeId, Vec<f32>)> {
+    let [(user, slot)] = graph.users(value)[..] else { return None };
+    let mul = graph.node(user);
+    if mul.op != Op::Binary(BinaryOp::Mul) || graph.is_graph_output(value) {
+        return None;
+    }
+    let factor = mul.inputs[1 - slot.min(1)]?;
+    let channels = *graph.fact(value).shape.last()?;
+    let shape = &graph.fact(factor).shape;
+    let per_channel = shape.last() == Some(&channels) && shape.iter().rev().skip(1).all(|&d| d == 1);
+    if !per_channel || graph.fact(mul.outputs[0]).shape != graph.fact(value).shape {
+        return None;
+    }
+    let factors: Vec<f32> = graph.konst(factor)?.as_f32()?.iter().copied().collect();
+    factors.iter().all(|f| f.is_finite() && *f != 0.0).then_some((user, factors))
 }
 
 fn target_for(
@@ -165,12 +195,12 @@ fn target_for(
     let channels = lineage.get(name).cloned();
     if mode == DistillTarget::Residual
         && channels.is_none()
-        && let Some((student_add, residual)) = residual_add(student, student_node)
+        && let Some((student_add, residual, scale)) = residual_add(student, student_node)
         && let Some(&teacher_add) = teacher_names.get(student.node(student_add).name.as_str())
     {
-        return Ok(Target { teacher: teacher.node(teacher_add).outputs[0], channels: None, residual: Some(residual) });
+        return Ok(Target { teacher: teacher.node(teacher_add).outputs[0], channels: None, residual: Some(residual), scale });
     }
-    Ok(Target { teacher: teacher.node(teacher_node).outputs[0], channels, residual: None })
+    Ok(Target { teacher: teacher.node(teacher_node).outputs[0], channels, residual: None, scale: None })
 }
 
 fn target_rows(teacher: &Rows, target: &Target, tapped: &HashMap<ValueId, Rows>) -> Result<Rows> {
@@ -192,6 +222,13 @@ fn target_rows(teacher: &Rows, target: &Target, tapped: &HashMap<ValueId, Rows>)
         }
         for (t, s) in rows.data.iter_mut().zip(&stream.data) {
             *t -= s;
+        }
+    }
+    if let Some(scale) = &target.scale {
+        for row in rows.data.chunks_mut(scale.len()) {
+            for (t, f) in row.iter_mut().zip(scale) {
+                *t /= f;
+            }
         }
     }
     Ok(rows)
