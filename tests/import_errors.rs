@@ -363,3 +363,22 @@ fn unsupported_opset_reported_once() {
     assert!(text.contains("opset 99"), "{text}");
     assert_eq!(text.matches("opset 99").count(), 1, "{text}");
 }
+
+#[test]
+fn output_padding_not_below_stride_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = ModelBuilder::new(14);
+    m.input("x", F32, &[Dim::Fixed(1), Dim::Fixed(2), Dim::Fixed(3), Dim::Fixed(3)])
+        .init_f32("w", &[2, 1, 3, 3], &[0.5; 18])
+        .node(
+            "ConvTranspose",
+            &["x", "w"],
+            &["y"],
+            vec![vitc_tests::attr_ints("strides", &[2, 2]), vitc_tests::attr_ints("output_padding", &[2, 2])],
+        )
+        .output("y");
+    let text = import(&m.write(&dir.path().join("m.onnx"))).unwrap_err().to_string();
+    assert!(text.contains("ConvTranspose"), "{text}");
+    assert!(text.contains("output_padding"), "{text}");
+    assert!(text.contains("less than"), "{text}");
+}

@@ -395,3 +395,34 @@ fn x86_64_vnni_target_emits_vpdpbusd() {
     assert_eq!(counts[2], 0, "VNNI target still has vpmaddubsw: {counts:?}");
     assert!(counts[3] > 0, "VNNI target has no vpdpbusd: {counts:?}");
 }
+
+/// Quantizes a one-node ConvTranspose model with `layers` overrides and
+/// returns the operator names of the result.
+fn quantized_conv_transpose_ops(layers: Vec<vitc::quant::LayerOverride>) -> Vec<String> {
+    let mut b = vitc_tests::ModelBuilder::new(13);
+    b.input("x", 1, &[1, 4, 3, 3].map(vitc_tests::Dim::Fixed))
+        .init_f32("w", &[4, 2, 2, 2], &(0..32).map(|i| (i as f32 - 15.5) / 16.0).collect::<Vec<_>>())
+        .node("ConvTranspose", &["x", "w"], &["y"], vec![vitc_tests::attr_ints("strides", &[2, 2])])
+        .output("y");
+    let dir = tempfile::tempdir().unwrap();
+    let mut graph = import_file(&b.write(&dir.path().join("ct.onnx")), &ImportOptions::default()).unwrap();
+    PassManager::canonicalize().run(&mut graph).unwrap();
+    let name = graph.node_ids().map(|id| graph.node(id).name.clone()).find(|n| n.contains("ConvTranspose")).unwrap();
+    let layers = layers.into_iter().map(|l| vitc::quant::LayerOverride { name: l.name.replace("NAME", &name), ..l }).collect();
+    let calibration = vec![Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[1, 4, 3, 3]), (0..36).map(|i| i as f32 / 36.0).collect()).unwrap())];
+    quantize(&mut graph, &QuantConfig { layers, ..QuantConfig::default() }, &calibration).unwrap();
+    graph.node_ids().map(|id| graph.node(id).op.name().to_string()).collect()
+}
+
+#[test]
+fn conv_transpose_override_by_either_name() {
+    use vitc::quant::{LayerOverride, Precision};
+    let ops = quantized_conv_transpose_ops(vec![]);
+    assert!(ops.iter().any(|op| op == "QLinear"), "{ops:?}");
+    assert!(ops.iter().any(|op| op == "Col2im"), "{ops:?}");
+    for name in ["NAME", "NAME/gemm"] {
+        let ops = quantized_conv_transpose_ops(vec![LayerOverride { name: name.into(), precision: Precision::F32 }]);
+        assert!(ops.iter().any(|op| op == "ConvTranspose"), "override {name}: {ops:?}");
+        assert!(!ops.iter().any(|op| op == "QLinear"), "override {name}: {ops:?}");
+    }
+}

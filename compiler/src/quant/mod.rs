@@ -195,7 +195,10 @@ fn plan_precisions(graph: &Graph, config: &QuantConfig) -> PrecisionPlan {
         let out = n.outputs[0];
         // Adds of constants (position embeddings) and shape arithmetic are not activations worth quantizing.
         let is_activation = graph.fact(out).dtype == DType::F32 && n.inputs.iter().flatten().all(|&v| graph.konst(v).is_none() || kind != "Add");
-        let precision = config.precision_of(kind, &n.name);
+        // A ConvTranspose's INT8 product is the Linear `NAME/gemm`, the name
+        // that the report lists, so a layer override of either name applies.
+        let name = if kind == "ConvTranspose" { split::linear_name(&n.name) } else { n.name.clone() };
+        let precision = config.precision_of(kind, &name);
         let reason = |default: bool| if default { "default" } else { "override" };
         let is_default = precision == config::QuantConfig::default().precision_of(kind, "") && !config.ops.contains_key(kind);
         match (kind, precision) {

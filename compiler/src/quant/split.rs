@@ -40,6 +40,11 @@ pub fn can_split(graph: &Graph, node: NodeId) -> bool {
         && weight.is_some_and(|t| t.as_f32().is_some() && matches!(t.shape().len(), 3 | 4))
 }
 
+/// Returns the name of the Linear that [`split`] makes of the ConvTranspose `name`.
+pub fn linear_name(name: &str) -> String {
+    format!("{name}/gemm")
+}
+
 /// Replaces the ConvTranspose `node` by Transpose, Linear and Col2im, and
 /// returns the new Linear. The caller checks [`can_split`] first.
 pub fn split(graph: &mut Graph, node: NodeId) -> Result<NodeId> {
@@ -87,7 +92,7 @@ pub fn split(graph: &mut Graph, node: NodeId) -> Result<NodeId> {
     let cols = add_derived(
         graph,
         Op::Linear,
-        &format!("{}/gemm", n.name),
+        &linear_name(&n.name),
         vec![Some(pixels), Some(linear_weight), None],
     )?[0];
     let col2im = Op::Col2im(ConvTransposeAttrs {

@@ -146,6 +146,16 @@ fn conv_transpose(cx: &mut NodeCx) -> Result<()> {
     if output_padding.len() != spatial {
         return Err(cx.err(format!("output_padding must have {spatial} entries")));
     }
+    // The ONNX spec requires each output padding to be smaller than the
+    // stride or the dilation of its axis.
+    for i in 0..spatial {
+        if output_padding[i] >= g.strides[i].max(g.dilations[i]) {
+            return Err(cx.err(format!(
+                "output_padding {:?} is invalid: entry {i} must be less than the larger of stride {} and dilation {}",
+                output_padding, g.strides[i], g.dilations[i]
+            )));
+        }
+    }
     let output_shape = cx.attrs.usizes_opt("output_shape")?;
     let explicit_pads = g.auto_pad == "NOTSET" && output_shape.is_none();
     let pads = if explicit_pads {
