@@ -446,3 +446,17 @@ fn taps_skip_later_layers() {
         assert!(diff <= 1e-6, "tap {index}: truncated run differs by {diff}");
     }
 }
+
+#[test]
+fn calibration_with_nan_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("calibration.npy");
+    let mut values = vec![0.5f32; 4 * 28 * 28];
+    values[2 * 28 * 28 + 17] = f32::NAN;
+    let tensor = Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[4, 1, 28, 28]), values).unwrap());
+    vitc::data::write_npy(&path, &tensor).unwrap();
+    let error = Calibration::load(&path, &[2, 1, 28, 28], 4, &NormalizeOptions::default()).unwrap_err().to_string();
+    assert!(error.contains("calibration.npy"), "{error}");
+    assert!(error.contains("sample 2"), "{error}");
+    assert!(error.contains("NaN"), "{error}");
+}

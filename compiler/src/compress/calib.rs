@@ -46,6 +46,14 @@ impl Calibration {
             dataset
                 .load_batch(first..first + batch, &mut buffer)
                 .map_err(|e| Error::Compress(format!("calibration data {}: {e}", data.display())))?;
+            if let Some(position) = buffer.iter().position(|v| !v.is_finite()) {
+                return Err(Error::Compress(format!(
+                    "calibration data {}: sample {} contains {}; remove or repair that sample",
+                    data.display(),
+                    first + position / dataset.sample_len(),
+                    buffer[position]
+                )));
+            }
             let array = ArrayD::from_shape_vec(IxDyn(batch_shape), buffer.clone())
                 .map_err(|e| Error::Internal(format!("calibration batch shape: {e}")))?;
             batches.push(Tensor::F32(array));

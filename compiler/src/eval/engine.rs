@@ -88,7 +88,7 @@ impl DeclaredInput {
         let inputs: Vec<_> =
             graph.input.iter().filter(|input| !graph.initializer.iter().any(|init| init.name == input.name)).collect();
         let [input] = inputs[..] else {
-            return Err(model_error(format!("the model has {} inputs; vitc eval feeds exactly one", inputs.len())));
+            return Err(model_error(format!("the model has {} inputs, but evaluation and calibration feed exactly one", inputs.len())));
         };
 
         let tensor = match input.type_.as_ref().and_then(|t| t.value.as_ref()) {

@@ -102,7 +102,14 @@ pub fn quantize(graph: &mut Graph, config: &QuantConfig, calibration: &[Tensor])
             None => range_stats,
         };
         for (&v, stats) in taps.iter().zip(&final_stats) {
-            ranges.insert(v, calibrate::choose_range(stats, config));
+            let (lo, hi) = calibrate::choose_range(stats, config);
+            if hi <= lo {
+                tracing::warn!(
+                    value = %graph.value(v).name,
+                    "every calibration value here is {lo}, so its INT8 scale is a guess; calibrate on data that varies"
+                );
+            }
+            ranges.insert(v, (lo, hi));
         }
     }
     let params: HashMap<ValueId, (f32, u8)> = ranges.iter().map(|(&v, &(lo, hi))| (v, calibrate::affine_params(lo, hi))).collect();
