@@ -12,6 +12,10 @@ use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use super::builder::{F32X4, Kb};
 use crate::lower::kernel::Activation;
 
+/// 1.5 * 2^23: adding it to a float of magnitude below 2^22 rounds the sum
+/// to an integer (half to even) held in the low mantissa bits.
+const SHIFTER: f32 = 12_582_912.0;
+
 /// `e^x` per lane.
 pub fn exp(kb: &mut Kb, x: Value) -> Value {
     // Beyond these bounds f32 exp is inf or 0 anyway; the clamp keeps n
@@ -22,9 +26,12 @@ pub fn exp(kb: &mut Kb, x: Value) -> Value {
     let x = kb.max_v(x, lo);
 
     // n = round(x * log2(e)); r = x - n * ln2 (ln2 split in two for accuracy).
+    // Adding 1.5 * 2^23 rounds to an integer, which the sum's low mantissa
+    // bits then hold: cheaper than `nearest` and a float-to-int conversion.
     let log2e = kb.splat(std::f32::consts::LOG2_E);
-    let t = kb.b.ins().fmul(x, log2e);
-    let n = kb.b.ins().nearest(t);
+    let shifter = kb.splat(SHIFTER);
+    let t = kb.b.ins().fma(x, log2e, shifter);
+    let n = kb.b.ins().fsub(t, shifter);
     let ln2_hi = kb.splat(0.693_359_4);
     let ln2_lo = kb.splat(-2.121_944_4e-4);
     let neg_n = kb.b.ins().fneg(n);
@@ -43,7 +50,10 @@ pub fn exp(kb: &mut Kb, x: Value) -> Value {
     // -150..=129: one factor 2^n would overflow at n = 128 although e^x is
     // still finite for x up to 88.72, and would leave the normal range below
     // n = -126, where e^x is still a subnormal.
-    let ni = kb.b.ins().fcvt_to_sint_sat(types::I32X4, n);
+    let t_bits = kb.b.ins().bitcast(types::I32X4, MemFlagsData::new(), t);
+    let shifter_bits = kb.b.ins().iconst(types::I32, i64::from(SHIFTER.to_bits()));
+    let shifter_bits = kb.b.ins().splat(types::I32X4, shifter_bits);
+    let ni = kb.b.ins().isub(t_bits, shifter_bits);
     let half = kb.b.ins().sshr_imm_u(ni, 1);
     let rest = kb.b.ins().isub(ni, half);
     let (first, second) = (pow2(kb, half), pow2(kb, rest));

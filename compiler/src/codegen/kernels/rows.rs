@@ -152,12 +152,29 @@ pub fn softmax_row(kb: &mut Kb, src: Value, dst: Value, cols: usize) {
     }
     let max_v = kb.b.ins().splat(F32X4, max);
 
-    // Phase 2 of 3: exponentials and their sum.
-    row_map(kb, src, dst, cols, &mut |kb, x, _| {
+    // Phase 2 of 3: exponentials and their sum, in one pass.
+    let zero = kb.splat(0.0);
+    let start = kb.iconst(0);
+    let end = kb.iconst(vectors as i64);
+    let acc = kb.fold_range(start, end, 1, &[zero], &[F32X4], |kb, i, acc| {
+        let s = kb.offset(src, i, 16);
+        let d = kb.offset(dst, i, 16);
+        let x = kb.load_v(s, 0);
         let shifted = kb.b.ins().fsub(x, max_v);
-        math::exp(kb, shifted)
+        let e = math::exp(kb, shifted);
+        kb.store(e, d, 0);
+        vec![kb.b.ins().fadd(acc[0], e)]
     });
-    let sum = row_sum(kb, dst, cols, &mut |_, v| v);
+    let mut sum = kb.hsum(acc[0]);
+    for t in vectors * 4..cols {
+        let x = kb.load_f32(src, (t * 4) as i32);
+        let shifted = kb.b.ins().fsub(x, max);
+        let shifted = kb.b.ins().splat(F32X4, shifted);
+        let e = math::exp(kb, shifted);
+        let e = kb.b.ins().extractlane(e, 0);
+        kb.store(e, dst, (t * 4) as i32);
+        sum = kb.b.ins().fadd(sum, e);
+    }
 
     // Phase 3 of 3: normalize.
     let one = kb.fconst(1.0);
