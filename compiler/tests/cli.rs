@@ -62,6 +62,23 @@ fn inspect_prints_ir() {
 }
 
 #[test]
+fn inspect_shows_quantized_ir() {
+    let out = vitc(&["inspect", &model(), "--int8", "dynamic", "--summary-only"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(after compress)"), "{text}");
+    assert!(text.contains("QLinear"), "{text}");
+    // The decoder's transposed convolutions are split so their products run in INT8.
+    assert!(text.contains("Col2im"), "{text}");
+    assert!(!text.contains("ConvTranspose"), "{text}");
+}
+
+#[test]
+fn inspect_after_compress_needs_options() {
+    assert_clean_failure(&vitc(&["inspect", &model(), "--after", "compress"]), "needs compression options");
+}
+
+#[test]
 fn run_png_matches_onnx_runtime() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("out.npy");

@@ -1,35 +1,61 @@
-//! `vitc inspect`: the IR and a summary.
+//! `vitc inspect`: the IR and a summary, after any stage up to compression.
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use vitc::ir::printer::print_graph;
 use vitc::ir::summary::Summary;
 
 use super::ModelArgs;
+use super::compress::{CompressArgs, normalize_for};
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
     #[command(flatten)]
     pub model: ModelArgs,
 
-    /// Show the IR after this stage: "import", "canonicalize", or one pass
-    /// of canonicalization (fold-constants, simplify, fuse-layernorm,
-    /// fuse-gelu, fuse-linear, fuse-attention).
-    #[arg(long, default_value = "import")]
-    pub after: String,
+    /// Show the IR after this stage: "import", "canonicalize", one pass of
+    /// canonicalization (fold-constants, simplify, fuse-layernorm,
+    /// fuse-gelu, fuse-linear, fuse-attention), or "compress" (the
+    /// compression options below; the default when any is given, otherwise
+    /// "import").
+    #[arg(long)]
+    pub after: Option<String>,
 
     /// Print only the summary, not the IR.
     #[arg(long)]
     pub summary_only: bool,
+
+    #[command(flatten)]
+    pub compress: CompressArgs,
 }
 
 pub fn inspect(args: InspectArgs) -> Result<()> {
-    let graph = args.model.load(&args.after)?;
+    let compression = args.compress.compression(normalize_for(&args.model.model)?)?;
+    let after = match (&args.after, &compression) {
+        (None, Some(_)) => "compress".to_string(),
+        (None, None) => "import".to_string(),
+        (Some(stage), Some(_)) if stage != "compress" => {
+            bail!("compression options print the IR after compression; drop --after '{stage}' or use --after compress")
+        }
+        (Some(stage), None) if stage == "compress" => {
+            bail!("--after compress needs compression options: --recipe, --preset or a pass option such as --int8")
+        }
+        (Some(stage), _) => stage.clone(),
+    };
+    let graph = match &compression {
+        Some(compression) => {
+            let mut graph = args.model.load("canonicalize")?;
+            vitc::compress::compress_for(&args.model.model, &mut graph, compression)
+                .with_context(|| format!("cannot compress {}", args.model.model.display()))?;
+            graph
+        }
+        None => args.model.load(&after)?,
+    };
     if !args.summary_only {
         print!("{}", print_graph(&graph));
         println!();
     }
-    println!("model: {} (after {})", args.model.model.display(), args.after);
+    println!("model: {} (after {after})", args.model.model.display());
     print!("{}", Summary::of(&graph));
     Ok(())
 }
