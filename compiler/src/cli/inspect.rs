@@ -15,9 +15,8 @@ pub struct InspectArgs {
 
     /// Show the IR after this stage: "import", "canonicalize", one pass of
     /// canonicalization (fold-constants, simplify, fuse-layernorm,
-    /// fuse-gelu, fuse-linear, fuse-attention), or "compress" (the
-    /// compression options below; the default when any is given, otherwise
-    /// "import").
+    /// fuse-gelu, fuse-linear, fuse-attention), or "compress". The default
+    /// is "compress" when a compression option is given, else "import".
     #[arg(long)]
     pub after: Option<String>,
 
