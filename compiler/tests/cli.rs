@@ -272,3 +272,17 @@ fn compressed_int8_build_is_deterministic() {
     let calibration = cache("data/mnist/train_images.npy").to_string_lossy().to_string();
     assert_build_is_deterministic(&["--preset", "balanced", "--calib-data", &calibration, "--calib-samples", "256"]);
 }
+
+#[test]
+fn eval_warns_only_about_user_normalization() {
+    let data = cache("data/mnist/test_images_f32.npy").to_string_lossy().to_string();
+    let labels = cache("data/mnist/test_labels.npy").to_string_lossy().to_string();
+    let base = ["eval", &mnist_model(), "--data", &data, "--labels", &labels, "--limit", "50"];
+    let out = vitc(&base);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("are ignored"), "the model's own preprocessing warned: {}", stderr(&out));
+
+    let out = vitc(&[&base[..], &["--mean", "0.5"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--mean and --std are ignored"), "{}", stderr(&out));
+}

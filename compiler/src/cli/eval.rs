@@ -106,6 +106,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     // The spec stored with the model gives the defaults; options override it.
     let spec = PreprocessSpec::for_model(&args.model)?.unwrap_or_default();
+    let normalize_from_model = args.mean.is_none() && args.std.is_none();
     let normalize = NormalizeOptions { mean: args.mean.or(spec.mean.clone()), std: args.std.or(spec.std.clone()), layout: spec.layout() };
     let compression = args.compress.compression(normalize.clone())?;
     let options = EvalOptions {
@@ -118,6 +119,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         threads: args.threads,
         limit: args.limit,
         normalize,
+        normalize_from_model,
         size: args.size,
         object: args.object,
         progress: true,

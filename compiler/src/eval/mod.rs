@@ -92,6 +92,10 @@ pub struct EvalOptions {
     pub limit: Option<usize>,
     /// Mean and std for u8 arrays and image files.
     pub normalize: NormalizeOptions,
+    /// Whether `normalize` holds the model's own defaults (from
+    /// `MODEL.preprocess.json`) rather than values the user chose, so that
+    /// a dataset that ignores them is no reason to warn.
+    pub normalize_from_model: bool,
     /// Height and width for a model whose input leaves them symbolic.
     pub size: Option<ImageSize>,
     /// The object file that `Engine::Object` runs (written by `vitc build`,
@@ -117,6 +121,7 @@ impl EvalOptions {
             threads: 0,
             limit: None,
             normalize: NormalizeOptions::default(),
+            normalize_from_model: false,
             size: None,
             object: None,
             progress: false,
@@ -366,7 +371,7 @@ fn prepare_reference(
 
 /// Logs options that have no effect and files that were skipped.
 fn warn_about_dataset(dataset: &Dataset, options: &EvalOptions) {
-    let normalize_given = options.normalize.mean.is_some() || options.normalize.std.is_some();
+    let normalize_given = !options.normalize_from_model && (options.normalize.mean.is_some() || options.normalize.std.is_some());
     if dataset.is_preprocessed() && normalize_given {
         tracing::warn!(
             "--mean and --std are ignored: {} holds f32 samples that are already preprocessed",
