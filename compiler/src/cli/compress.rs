@@ -71,7 +71,7 @@ pub struct CompressArgs {
 
     /// Factor Linear layers so they keep 1 - F of their parameters
     /// (a low-rank pass with param-cut = F).
-    #[arg(long, value_name = "F", help_heading = "Compression")]
+    #[arg(long, value_name = "F", help_heading = "Compression", allow_negative_numbers = true)]
     pub low_rank_cut: Option<f64>,
 
     /// Layers the low-rank pass factors.
@@ -80,15 +80,15 @@ pub struct CompressArgs {
 
     /// Remove this fraction of the encoder's FLOPs as whole heads and MLP
     /// neurons (a prune pass with flops = F).
-    #[arg(long, value_name = "F", help_heading = "Compression")]
+    #[arg(long, value_name = "F", help_heading = "Compression", allow_negative_numbers = true)]
     pub prune_flops: Option<f64>,
 
     /// Remove this fraction of every attention's heads.
-    #[arg(long, value_name = "F", help_heading = "Compression")]
+    #[arg(long, value_name = "F", help_heading = "Compression", allow_negative_numbers = true)]
     pub prune_heads: Option<f64>,
 
     /// Remove this fraction of every MLP's hidden neurons.
-    #[arg(long, value_name = "F", help_heading = "Compression")]
+    #[arg(long, value_name = "F", help_heading = "Compression", allow_negative_numbers = true)]
     pub prune_neurons: Option<f64>,
 
     /// Criterion by which the prune pass ranks heads and neurons.
@@ -96,7 +96,7 @@ pub struct CompressArgs {
     pub importance: ImportanceArg,
 
     /// Zero this fraction of the MLP weights by magnitude (a sparsify pass).
-    #[arg(long, value_name = "F", help_heading = "Compression")]
+    #[arg(long, value_name = "F", help_heading = "Compression", allow_negative_numbers = true)]
     pub sparsity: Option<f64>,
 
     /// Weights zeroed together by --sparsity: N consecutive inputs of one

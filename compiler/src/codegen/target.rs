@@ -34,17 +34,17 @@ pub fn isa_for(triple: Option<&str>, pic: bool) -> Result<OwnedTargetIsa> {
 
     let isa = match triple {
         None => cranelift_native::builder()
-            .map_err(|e| Error::Model(format!("the host CPU is not supported by the code generator: {e}")))?
+            .map_err(|e| Error::Codegen(format!("the host CPU is not supported by the code generator: {e}")))?
             .finish(flags),
         Some(spec) => {
             let mut parts = spec.split('+');
             let name = parts.next().unwrap_or_default();
             let features: Vec<&str> = parts.collect();
             let parsed = Triple::from_str(name).map_err(|e| {
-                Error::Model(format!("unknown target triple '{name}': {e}; try x86_64-unknown-linux-gnu or aarch64-unknown-linux-gnu"))
+                Error::Codegen(format!("unknown target triple '{name}': {e}; try x86_64-unknown-linux-gnu or aarch64-unknown-linux-gnu"))
             })?;
             let mut builder = isa::lookup(parsed.clone()).map_err(|e| {
-                Error::Model(format!("target '{name}' is not supported ({e}); vitc generates code for x86_64 and aarch64"))
+                Error::Codegen(format!("target '{name}' is not supported ({e}); vitc generates code for x86_64 and aarch64"))
             })?;
             if parsed.architecture == Architecture::X86_64 {
                 for feature in X86_64_V3 {
@@ -53,7 +53,7 @@ pub fn isa_for(triple: Option<&str>, pic: bool) -> Result<OwnedTargetIsa> {
             }
             for feature in features {
                 builder.enable(&format!("has_{feature}")).map_err(|_| {
-                    Error::Model(format!(
+                    Error::Codegen(format!(
                         "unknown CPU feature '{feature}' in target '{spec}'; features are Cranelift's has_* settings without the prefix, \
                          e.g. {name}+{}",
                         if parsed.architecture == Architecture::X86_64 { "avx512vnni" } else { "i8mm+dotprod" }
@@ -63,7 +63,7 @@ pub fn isa_for(triple: Option<&str>, pic: bool) -> Result<OwnedTargetIsa> {
             builder.finish(flags)
         }
     };
-    isa.map_err(|e| Error::Model(format!("cannot configure the code generator: {e}")))
+    isa.map_err(|e| Error::Codegen(format!("cannot configure the code generator: {e}")))
 }
 
 /// The host triple as text.

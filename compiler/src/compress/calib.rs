@@ -29,8 +29,13 @@ impl Calibration {
     /// last batch are left out, so no padding skews the statistics.
     pub fn load(data: &Path, batch_shape: &[usize], samples: usize, normalize: &NormalizeOptions) -> Result<Calibration> {
         let batch = batch_shape.first().copied().unwrap_or(1).max(1);
-        let dataset = Dataset::open_unlabeled(data, &batch_shape[1..], normalize)
-            .map_err(|e| Error::Compress(format!("calibration data {}: {e}", data.display())))?;
+        let data_error = |e: crate::eval::dataset::DatasetError| {
+            let message = e.to_string();
+            let path = data.display().to_string();
+            // Most dataset errors already start with the path.
+            Error::Compress(if message.contains(&path) { format!("calibration data {message}") } else { format!("calibration data {path}: {message}") })
+        };
+        let dataset = Dataset::open_unlabeled(data, &batch_shape[1..], normalize).map_err(data_error)?;
         let count = samples.min(dataset.len()) / batch * batch;
         if count == 0 {
             return Err(Error::Compress(format!(
@@ -45,7 +50,7 @@ impl Calibration {
         for first in (0..count).step_by(batch) {
             dataset
                 .load_batch(first..first + batch, &mut buffer)
-                .map_err(|e| Error::Compress(format!("calibration data {}: {e}", data.display())))?;
+                .map_err(data_error)?;
             if let Some(position) = buffer.iter().position(|v| !v.is_finite()) {
                 return Err(Error::Compress(format!(
                     "calibration data {}: sample {} contains {}; remove or repair that sample",

@@ -84,8 +84,12 @@ impl Compression {
         if self.recipe.needs_calibration() && self.data_path().is_none() {
             let passes: Vec<&str> =
                 self.recipe.passes.iter().filter(|p| p.needs_calibration()).map(PassSpec::kind).collect();
+            let dynamic = self.recipe.passes.iter().any(
+                |p| matches!(p, PassSpec::Quantize(c) if c.activations == crate::quant::ActivationMode::Dynamic),
+            );
+            let hint = if dynamic { "; dynamic quantize needs it only for smoothing, which smoothing-alpha = 0 turns off" } else { "" };
             return Err(Error::Recipe(format!(
-                "pass(es) {} need calibration data: give --calib-data DATA or set calibration.data in the recipe",
+                "pass(es) {} need calibration data: give --calib-data DATA or set calibration.data in the recipe{hint}",
                 passes.join(", ")
             )));
         }
@@ -109,7 +113,9 @@ pub fn compress_for(model: &std::path::Path, graph: &mut Graph, compression: &Co
     };
     let input = *graph.inputs().first().ok_or_else(|| Error::Compress("the model has no input".into()))?;
     let shape = graph.fact(input).shape.clone();
-    let batch = calibration_batch(model, &shape, compression.recipe.calibration.batch)?;
+    // Fewer samples than one batch would leave no full batch to calibrate on.
+    let requested = compression.recipe.calibration.batch.min(compression.recipe.calibration.samples).max(1);
+    let batch = calibration_batch(model, &shape, requested)?;
     if batch == shape.first().copied().unwrap_or(1) {
         let calibration = Calibration::load(data, &shape, compression.recipe.calibration.samples, &compression.normalize)?;
         return Ok(compress(graph, &compression.recipe, Some(&calibration))?.report);

@@ -97,7 +97,7 @@ impl PassSpec {
             PassSpec::Sparsify(_) | PassSpec::LoadWeights(_) => false,
             PassSpec::Distill(_) | PassSpec::Finetune(_) => true,
             PassSpec::Quantize(config) => {
-                config.activations == crate::quant::ActivationMode::Static || config.smoothing_alpha.is_some()
+                config.activations == crate::quant::ActivationMode::Static || config.smoothing_alpha.is_some_and(|a| a > 0.0)
             }
         }
     }

@@ -160,12 +160,7 @@ pub fn changes(
 /// Parameters (float and INT8 constants) and FLOPs of a graph.
 pub fn totals(graph: &Graph) -> (u64, u64) {
     let summary = Summary::of(graph);
-    let int8: u64 = graph
-        .value_ids()
-        .filter(|&v| graph.producer(v).op == Op::Constant && graph.fact(v).dtype == DType::I8)
-        .map(|v| graph.fact(v).numel() as u64)
-        .sum();
-    (summary.parameters + int8, summary.flops)
+    (summary.parameters, summary.flops)
 }
 
 fn percent(before: u64, after: u64) -> String {

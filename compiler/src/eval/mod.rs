@@ -92,9 +92,9 @@ pub struct EvalOptions {
     pub limit: Option<usize>,
     /// Mean and std for u8 arrays and image files.
     pub normalize: NormalizeOptions,
-    /// Whether `normalize` holds the model's own defaults (from
-    /// `MODEL.preprocess.json`) rather than values the user chose, so that
-    /// a dataset that ignores them is no reason to warn.
+    /// Whether `normalize` contains the model's own defaults (from
+    /// `MODEL.preprocess.json`) rather than values the user chose. A dataset
+    /// that ignores the defaults is then no reason to warn.
     pub normalize_from_model: bool,
     /// Height and width for a model whose input leaves them symbolic.
     pub size: Option<ImageSize>,
@@ -373,9 +373,11 @@ fn prepare_reference(
 fn warn_about_dataset(dataset: &Dataset, options: &EvalOptions) {
     let normalize_given = !options.normalize_from_model && (options.normalize.mean.is_some() || options.normalize.std.is_some());
     if dataset.is_preprocessed() && normalize_given {
+        let calibration = options.compression.as_ref().and_then(|c| c.data_path()).is_some();
         tracing::warn!(
-            "--mean and --std are ignored: {} holds f32 samples that are already preprocessed",
-            dataset.path().display()
+            "--mean and --std are ignored for {}: it holds f32 samples that are already preprocessed{}",
+            dataset.path().display(),
+            if calibration { " (they still apply to the calibration data)" } else { "" }
         );
     }
     if dataset.ignored_files() > 0 {

@@ -17,7 +17,8 @@ use super::op::Op;
 pub struct Summary {
     /// Number of nodes per operator name, constants and inputs excluded.
     pub op_counts: BTreeMap<String, usize>,
-    /// Elements of floating-point constants (weights, biases, embeddings).
+    /// Elements of floating-point and INT8 constants (weights, biases,
+    /// embeddings, quantized weights and their scales).
     pub parameters: u64,
     /// Estimated floating-point operations of one run.
     pub flops: u64,
@@ -32,7 +33,7 @@ impl Summary {
                 Op::Input => {}
                 Op::Constant => {
                     let fact = graph.fact(node.outputs[0]);
-                    if fact.dtype.is_float() {
+                    if fact.dtype.is_float() || fact.dtype == crate::tensor::DType::I8 {
                         summary.parameters += fact.numel() as u64;
                     }
                 }

@@ -85,7 +85,7 @@ pub struct QuantConfig {
     /// Histogram bins of the `percentile` and `entropy` methods.
     pub histogram_bins: usize,
     /// SmoothQuant migration strength for Linear layers that read a
-    /// LayerNorm, in [0, 1]; `None` turns smoothing off.
+    /// LayerNorm, in [0, 1]; 0 or `None` turns smoothing off.
     pub smoothing_alpha: Option<f32>,
     /// Precision per operator kind (one of [`OP_KINDS`]). Kinds not listed
     /// keep their default: Linear and ConvTranspose are INT8, the others stay f32. An INT8

@@ -66,6 +66,7 @@ pub fn quantize(graph: &mut Graph, config: &QuantConfig, calibration: &[Tensor])
     // Step 2 of 5: smoothing.
     let mut smoothed = vec![];
     if let Some(alpha) = config.smoothing_alpha
+        && alpha > 0.0
         && !calibration.is_empty()
     {
         let candidates = smooth::candidates(graph, config);
