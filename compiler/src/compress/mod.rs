@@ -84,10 +84,16 @@ impl Compression {
         if self.recipe.needs_calibration() && self.data_path().is_none() {
             let passes: Vec<&str> =
                 self.recipe.passes.iter().filter(|p| p.needs_calibration()).map(PassSpec::kind).collect();
-            let dynamic = self.recipe.passes.iter().any(
-                |p| matches!(p, PassSpec::Quantize(c) if c.activations == crate::quant::ActivationMode::Dynamic),
-            );
-            let hint = if dynamic { "; dynamic quantize needs it only for smoothing, which smoothing-alpha = 0 turns off" } else { "" };
+            let hint = match self.recipe.passes.iter().find_map(|p| match p {
+                PassSpec::Quantize(c) if c.activations == crate::quant::ActivationMode::Dynamic => Some(c),
+                _ => None,
+            }) {
+                Some(c) if c.has_fixed_scale_overrides() => {
+                    "; dynamic quantize needs it for the fixed scales of INT8 LayerNorm, Add or GELU results (an ops or layers override)"
+                }
+                Some(_) => "; dynamic quantize needs it only for smoothing, which smoothing-alpha = 0 turns off",
+                None => "",
+            };
             return Err(Error::Recipe(format!(
                 "pass(es) {} need calibration data: give --calib-data DATA or set calibration.data in the recipe{hint}",
                 passes.join(", ")

@@ -97,7 +97,9 @@ impl PassSpec {
             PassSpec::Sparsify(_) | PassSpec::LoadWeights(_) => false,
             PassSpec::Distill(_) | PassSpec::Finetune(_) => true,
             PassSpec::Quantize(config) => {
-                config.activations == crate::quant::ActivationMode::Static || config.smoothing_alpha.is_some_and(|a| a > 0.0)
+                config.activations == crate::quant::ActivationMode::Static
+                    || config.smoothing_alpha.is_some_and(|a| a > 0.0)
+                    || config.has_fixed_scale_overrides()
             }
         }
     }

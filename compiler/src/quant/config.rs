@@ -153,6 +153,13 @@ impl QuantConfig {
         Ok(())
     }
 
+    /// Returns whether an override makes a LayerNorm, Add or GELU result
+    /// INT8; such results get fixed scales from calibration data.
+    pub fn has_fixed_scale_overrides(&self) -> bool {
+        let by_kind = self.ops.iter().any(|(kind, &p)| p == Precision::Int8 && kind != "Linear" && kind != "ConvTranspose");
+        by_kind || self.layers.iter().any(|l| l.precision == Precision::Int8)
+    }
+
     /// Precision of node `name` of operator kind `kind`.
     pub fn precision_of(&self, kind: &str, name: &str) -> Precision {
         let default = if kind == "Linear" || kind == "ConvTranspose" { Precision::Int8 } else { Precision::F32 };

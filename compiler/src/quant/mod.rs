@@ -58,9 +58,12 @@ pub fn quantize(graph: &mut Graph, config: &QuantConfig, calibration: &[Tensor])
     let reference = graph.clone();
     let needs_ranges = config.activations == ActivationMode::Static || !plan.fake_quant.is_empty();
     if needs_ranges && calibration.is_empty() {
-        return Err(Error::Quant(
-            "static activation scales need calibration data; give calibration batches or set activations to \"dynamic\"".into(),
-        ));
+        let message = if config.activations == ActivationMode::Static {
+            "static activation scales need calibration data; give calibration batches or set activations to \"dynamic\""
+        } else {
+            "INT8 results of LayerNorm, Add or GELU (an ops or layers override) have fixed scales, which need calibration data"
+        };
+        return Err(Error::Quant(message.into()));
     }
 
     // Step 2 of 5: smoothing.
