@@ -310,3 +310,32 @@ fn eval_warns_only_about_user_normalization() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("--mean and --std are ignored"), "{}", stderr(&out));
 }
+
+#[test]
+fn unmatched_layer_override_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("override.toml");
+    let text = "[[pass]]\nkind = \"quantize\"\nactivations = \"dynamic\"\nsmoothing-alpha = 0\nlayers = [{ name = \"/no-such-block/\", precision = \"f32\" }]\n";
+    std::fs::write(&recipe, text).unwrap();
+    let out = vitc(&["inspect", &mnist_model(), "--recipe", recipe.to_str().unwrap(), "--summary-only"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(log.contains("matches no node name"), "{log}");
+    assert!(log.contains("/no-such-block/"), "{log}");
+    // Not a terminal, so no colour codes.
+    assert!(!log.contains('\u{1b}'), "{log}");
+}
+
+#[test]
+fn run_warns_about_nan_input_and_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("nan.npy");
+    let values = ndarray::ArrayD::from_elem(ndarray::IxDyn(&[1, 1, 28, 28]), f32::NAN);
+    vitc::data::write_npy(&input, &vitc::tensor::Tensor::F32(values)).unwrap();
+    let output = dir.path().join("out.npy");
+    let out = vitc(&["run", &mnist_model(), "--input", input.to_str().unwrap(), "-o", output.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(log.contains("the input contains NaN"), "{log}");
+    assert!(log.contains("the output contains NaN"), "{log}");
+}

@@ -60,6 +60,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     let fact = graph.fact(input).clone();
 
     let tensor = load_input(&args, &fact.shape)?;
+    let non_finite = tensor.as_f32().map_or(0, |a| a.iter().filter(|v| !v.is_finite()).count());
+    if non_finite > 0 {
+        tracing::warn!(values = non_finite, "the input contains NaN or infinite values, so the outputs are likely NaN too");
+    }
     let (outputs, elapsed) = match args.engine {
         Engine::Interpreter => {
             let start = Instant::now();
@@ -70,6 +74,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
 
     let output = outputs.first().context("the model has no outputs")?;
+    let nan = output.as_f32().map_or(0, |a| a.iter().filter(|v| v.is_nan()).count());
+    if nan > 0 {
+        tracing::warn!(values = nan, total = output.len(), "the output contains NaN values");
+    }
     write_npy(&args.output, output)?;
     println!(
         "output {} {:?} written to {} ({:.1} ms, {:?})",

@@ -236,7 +236,22 @@ fn plan_precisions(graph: &Graph, config: &QuantConfig) -> PrecisionPlan {
             (_, Precision::Int8) => plan.decisions.push(decision(n, "f32", "adds a constant, so it is not an activation")),
         }
     }
+    warn_unmatched_layers(graph, config);
     plan
+}
+
+/// Logs each layer override whose name is part of no node's name, since
+/// it changes nothing (a typo or a name from another export).
+fn warn_unmatched_layers(graph: &Graph, config: &QuantConfig) {
+    for layer in &config.layers {
+        let matched = graph.node_ids().any(|id| {
+            let name = &graph.node(id).name;
+            name.contains(&layer.name) || split::linear_name(name).contains(&layer.name)
+        });
+        if !matched {
+            tracing::warn!(name = %layer.name, "the quantize layer override matches no node name, so it changes nothing");
+        }
+    }
 }
 
 fn decision(node: &crate::ir::Node, precision: &str, reason: &str) -> PrecisionDecision {
