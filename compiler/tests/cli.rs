@@ -339,3 +339,8 @@ fn run_warns_about_nan_input_and_output() {
     assert!(log.contains("the input contains NaN"), "{log}");
     assert!(log.contains("the output contains NaN"), "{log}");
 }
+
+#[test]
+fn calibration_options_without_compression_fail() {
+    assert_clean_failure(&vitc(&["inspect", &mnist_model(), "--calib-samples", "8"]), "--calib-samples is given but no compression is");
+}

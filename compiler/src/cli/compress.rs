@@ -142,8 +142,9 @@ impl CompressArgs {
             recipe.validate()?;
             recipe
         } else {
-            if self.calib_data.is_some() {
-                bail!("--calib-data is given but no compression is: add --recipe, --preset or a pass option such as --prune-flops");
+            let option = if self.calib_data.is_some() { Some("--calib-data") } else { self.calib_samples.map(|_| "--calib-samples") };
+            if let Some(option) = option {
+                bail!("{option} is given but no compression is: add --recipe, --preset or a pass option such as --prune-flops");
             }
             return Ok(None);
         };
