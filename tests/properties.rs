@@ -416,9 +416,9 @@ proptest! {
 
     /// An INT8 ConvTranspose: quantization splits it into Transpose, an INT8
     /// Linear and Col2im. The generated code must match the interpreter on
-    /// the quantized graph (the product bit for bit, and col2im within
-    /// rounding, because it adds the bias first where the interpreter adds
-    /// it last), and the quantized result must stay close to the f32 layer.
+    /// the quantized graph: the product bit for bit, and col2im within
+    /// rounding, because it adds the bias first where the interpreter adds it
+    /// last. The quantized result must also stay close to the f32 layer.
     #[test]
     fn quantized_conv_transpose_matches(
         two_d: bool, c in 1usize..20, oc in 1usize..5, h in 1usize..5, w in 1usize..6,

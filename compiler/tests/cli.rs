@@ -71,13 +71,13 @@ fn inspect_shows_quantized_ir() {
     // The decoder's transposed convolutions are split so their products run in INT8.
     assert!(text.contains("Col2im"), "{text}");
     assert!(!text.contains("ConvTranspose"), "{text}");
-    // INT8 weights count as parameters.
+    // INT8 weights count as parameters: about 23.9 M, not the f32 remainder.
     assert!(text.contains("parameters: 239"), "{text}");
 }
 
 #[test]
 fn calibration_with_fewer_samples_than_a_batch() {
-    // The recipe's calibration batch (32) shrinks to the 2 samples asked for.
+    // The recipe's calibration batch (32) shrinks to the 2 requested samples.
     let data = cache("data/img_focus/calibration.npy").to_string_lossy().to_string();
     let out = vitc(&["inspect", &model(), "--int8", "static", "--calib-data", &data, "--calib-samples", "2", "--summary-only"]);
     assert!(out.status.success(), "{}", stderr(&out));

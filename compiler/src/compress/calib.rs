@@ -32,8 +32,12 @@ impl Calibration {
         let data_error = |e: crate::eval::dataset::DatasetError| {
             let message = e.to_string();
             let path = data.display().to_string();
-            // Most dataset errors already start with the path.
-            Error::Compress(if message.contains(&path) { format!("calibration data {message}") } else { format!("calibration data {path}: {message}") })
+            // Most dataset errors already name the file, so it is not repeated.
+            if message.contains(&path) {
+                Error::Compress(format!("calibration data {message}"))
+            } else {
+                Error::Compress(format!("calibration data {path}: {message}"))
+            }
         };
         let dataset = Dataset::open_unlabeled(data, &batch_shape[1..], normalize).map_err(data_error)?;
         let count = samples.min(dataset.len()) / batch * batch;

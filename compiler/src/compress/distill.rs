@@ -40,8 +40,8 @@ struct Target {
     channels: Option<Vec<usize>>,
     /// Student residual value subtracted from the teacher's stream.
     residual: Option<ValueId>,
-    /// Per-channel scale applied between the layer and the residual add;
-    /// the target is divided by it.
+    /// Per-channel scale applied between the layer and the residual add,
+    /// by which the target is divided.
     scale: Option<Vec<f32>>,
 }
 

@@ -355,7 +355,7 @@ fn conv_transpose_typed<T: Real + GemmScalar>(
 }
 
 /// `Col2im(cols, b?)`: `cols` is `[N, spatial.., M * prod(kernel)]`, the
-/// product of a ConvTranspose's input with its weights, pixel-major; the
+/// pixel-major product of a ConvTranspose's input with its weights. The
 /// result is the ConvTranspose's output `[N, M, out spatial..]`.
 pub(crate) fn col2im_op(cols: &Tensor, b: Option<&Tensor>, attrs: &ConvTransposeAttrs) -> OpResult<Tensor> {
     if let Some(b) = b {

@@ -66,10 +66,10 @@ pub enum Op {
     /// `[N, spatial.., M * prod(kernel)]`, one row of `M` channels times the
     /// kernel taps per input pixel (the result of a Linear with the
     /// transposed convolution's weight viewed as `[M * prod(kernel), C]`).
-    /// Each value is added at the output position its tap reaches, then the
-    /// bias `[M]`; the result is `[N, M, out spatial..]` with the sizes of
-    /// `ConvTranspose`. `group` is always 1. Produced by quantization, so the
-    /// product can run as an INT8 `QLinear`.
+    /// Each value is added at the output position its tap reaches, and then
+    /// the bias `[M]`. The result is `[N, M, out spatial..]` with the sizes of
+    /// `ConvTranspose`, and `group` is always 1. Quantization produces it so
+    /// that the product can run as an INT8 `QLinear`.
     Col2im(ConvTransposeAttrs),
     /// `Reshape(data, shape)`; a 0 in `shape` copies the input dim unless `allowzero`.
     Reshape { allowzero: bool },

@@ -85,7 +85,7 @@ pub struct QuantConfig {
     /// Histogram bins of the `percentile` and `entropy` methods.
     pub histogram_bins: usize,
     /// SmoothQuant migration strength for Linear layers that read a
-    /// LayerNorm, in [0, 1]; 0 or `None` turns smoothing off.
+    /// LayerNorm, in [0, 1]. 0 or `None` turns smoothing off.
     pub smoothing_alpha: Option<f32>,
     /// Precision per operator kind (one of [`OP_KINDS`]). Kinds not listed
     /// keep their default: Linear and ConvTranspose are INT8, the others stay f32. An INT8
@@ -154,7 +154,8 @@ impl QuantConfig {
     }
 
     /// Returns whether an override makes a LayerNorm, Add or GELU result
-    /// INT8; such results get fixed scales from calibration data.
+    /// INT8, since such results get fixed scales from calibration data. A
+    /// layer override to INT8 counts too, because its kinds are unknown here.
     pub fn has_fixed_scale_overrides(&self) -> bool {
         let by_kind = self.ops.iter().any(|(kind, &p)| p == Precision::Int8 && kind != "Linear" && kind != "ConvTranspose");
         by_kind || self.layers.iter().any(|l| l.precision == Precision::Int8)

@@ -34,6 +34,33 @@ fn pair(v: &[usize], default: usize) -> (usize, usize) {
     }
 }
 
+/// Spatial attributes of a convolution, as the IR stores them.
+struct Window<'a> {
+    kernel: &'a [usize],
+    strides: &'a [usize],
+    pads: &'a [usize],
+    dilations: &'a [usize],
+}
+
+/// Builds the 2-D geometry of `window` over spatial sizes `input` and
+/// `output` (1-D ones count as height 1), for `batch` items of `c` channels.
+fn geometry(window: &Window<'_>, batch: usize, c: usize, input: (usize, usize), output: (usize, usize)) -> ConvGeometry {
+    let (kh, kw) = pair(window.kernel, 1);
+    ConvGeometry {
+        batch,
+        c,
+        h: input.0,
+        w: input.1,
+        oh: output.0,
+        ow: output.1,
+        kh,
+        kw,
+        stride: pair(window.strides, 1),
+        pad: pair(&window.pads[..window.kernel.len()], 0),
+        dilation: pair(window.dilations, 1),
+    }
+}
+
 /// Operands and sizes shared by Conv and ConvTranspose: the input, the
 /// constant weight, the result, and the 2-D geometry with `c` set to
 /// `channels` (the input channels for Conv, the output channels for
@@ -68,23 +95,10 @@ fn conv_parts(
     let x_shape = graph.fact(x).shape.clone();
     let out = graph.node(node).outputs[0];
     let out_shape = graph.fact(out).shape.clone();
-    let (h, w_) = spatial_2d(&x_shape);
-    let (oh, ow) = spatial_2d(&out_shape);
     let (in_channels, out_channels) = (x_shape[1], out_shape[1]);
-    let (kh, kw) = pair(kernel, 1);
-    let geometry = ConvGeometry {
-        batch: x_shape[0],
-        c: if use_out_channels { out_channels } else { in_channels },
-        h,
-        w: w_,
-        oh,
-        ow,
-        kh,
-        kw,
-        stride: pair(strides, 1),
-        pad: pair(&pads[..kernel.len()], 0),
-        dilation: pair(dilations, 1),
-    };
+    let c = if use_out_channels { out_channels } else { in_channels };
+    let window = Window { kernel, strides, pads, dilations };
+    let geometry = geometry(&window, x_shape[0], c, spatial_2d(&x_shape), spatial_2d(&out_shape));
     Ok(ConvParts { x, weight, out, in_channels, out_channels, geometry })
 }
 
@@ -179,23 +193,12 @@ impl Selector<'_> {
         let cols_shape = graph.fact(cols).shape.clone();
         let out_v = graph.node(node).outputs[0];
         let out_shape = graph.fact(out_v).shape.clone();
-        let spatial = |shape: &[usize]| spatial_2d(&[&[0, 0][..], shape].concat());
-        let (h, w) = spatial(&cols_shape[1..cols_shape.len() - 1]);
-        let (oh, ow) = spatial_2d(&out_shape);
-        let (kh, kw) = pair(&kernel, 1);
-        let geometry = ConvGeometry {
-            batch: out_shape[0],
-            c: out_shape[1],
-            h,
-            w,
-            oh,
-            ow,
-            kh,
-            kw,
-            stride: pair(&strides, 1),
-            pad: pair(&pads[..kernel.len()], 0),
-            dilation: pair(&dilations, 1),
-        };
+
+        // cols is [N, spatial.., M * kh * kw]: its spatial sizes sit between the first and last axes.
+        let input_spatial = [&[0, 0][..], &cols_shape[1..cols_shape.len() - 1]].concat();
+        let window = Window { kernel: &kernel, strides: &strides, pads: &pads, dilations: &dilations };
+        let geometry = geometry(&window, out_shape[0], out_shape[1], spatial_2d(&input_spatial), spatial_2d(&out_shape));
+
         let input = self.slot_of(cols)?;
         let out = self.result_slot(out_v);
         let mut args = vec![out, input];
