@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use onnx_protobuf::tensor_proto::DataLocation;
-use onnx_protobuf::{StringStringEntryProto, TensorProto};
+use onnx_protobuf::{Message, StringStringEntryProto, TensorProto};
 use vitc::Error;
 use vitc::onnx::{ImportOptions, import_file};
 use vitc_tests::{Dim, ModelBuilder, tensor_f32};
@@ -60,6 +60,23 @@ fn truncated_model_is_rejected() {
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let err = import(&path).unwrap_err();
     assert!(matches!(err, Error::Protobuf { .. }), "{err}");
+}
+
+/// Exporters that write fields in number order (PyTorch's C++ protobuf)
+/// put the opset imports (field 8) after the graph (field 7). A file cut
+/// right after its graph then parses with no opset imports, and the error
+/// names that likely cause.
+#[test]
+fn cut_after_graph_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = add_model(tensor_f32("w", &[4], &[1.0, 2.0, 3.0, 4.0])).build();
+    model.opset_import.clear();
+    let cut = model.write_to_bytes().unwrap();
+    let path = dir.path().join("cut.onnx");
+    std::fs::write(&path, &cut).unwrap();
+    let err = import(&path).unwrap_err().to_string();
+    assert!(err.contains("cut.onnx"), "{err}");
+    assert!(err.contains("cut short"), "{err}");
 }
 
 #[test]

@@ -49,8 +49,17 @@ impl OnnxModel {
     /// The opset version of the default (`ai.onnx`) domain.
     pub fn default_opset(&self) -> Result<i64> {
         self.opset_of("").ok_or_else(|| {
+            // Writers that order fields by number (PyTorch's C++ protobuf)
+            // put opset_import after the graph, so a file cut right after
+            // its graph parses with no imports at all.
+            let hint = if self.proto.opset_import.is_empty() {
+                "; the model imports no operator set at all, which is what a file cut short after its graph looks like: \
+                 export or download it again"
+            } else {
+                ""
+            };
             Error::Model(format!(
-                "{} imports no version of the default ONNX operator set (opset_import has no entry for domain '' or 'ai.onnx')",
+                "{} imports no version of the default ONNX operator set (opset_import has no entry for domain '' or 'ai.onnx'){hint}",
                 self.path.display()
             ))
         })
