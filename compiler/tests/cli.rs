@@ -311,6 +311,23 @@ fn eval_warns_only_about_user_normalization() {
     assert!(stderr(&out).contains("--mean and --std are ignored"), "{}", stderr(&out));
 }
 
+/// A compressed model's default reference is the same file without
+/// compression, and the report labels both lines.
+#[test]
+fn eval_labels_compressed_and_reference() {
+    let data = cache("data/mnist/test_images_f32.npy").to_string_lossy().to_string();
+    let labels = cache("data/mnist/test_labels.npy").to_string_lossy().to_string();
+    let out = vitc(&["eval", &mnist_model(), "--data", &data, "--labels", &labels, "--limit", "20", "--int8", "dynamic"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = |prefix: &str| {
+        let found = report.lines().find(|l| l.starts_with(prefix));
+        found.unwrap_or_else(|| panic!("no '{prefix}' line in:\n{report}")).to_string()
+    };
+    assert!(line("model:").contains("(compressed, "), "{report}");
+    assert!(line("reference:").contains("(uncompressed, "), "{report}");
+}
+
 #[test]
 fn unmatched_layer_override_warns() {
     let dir = tempfile::tempdir().unwrap();

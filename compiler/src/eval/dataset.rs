@@ -42,7 +42,7 @@ pub enum DatasetError {
     #[error("dataset {} is empty: {reason}", path.display())]
     Empty { path: PathBuf, reason: String },
 
-    #[error("{} holds samples without labels; pass their labels with --labels FILE.npy", path.display())]
+    #[error("{} contains samples without labels: pass their labels with --labels FILE.npy", path.display())]
     MissingLabels { path: PathBuf },
 
     #[error("--labels applies only to a .npy dataset; {} carries its own labels", path.display())]

@@ -101,7 +101,8 @@ impl fmt::Display for Report {
             writeln!(f, "{compression}")?;
         }
         let threads = self.threads.map_or(String::new(), |t| format!(", {t} thread(s)"));
-        writeln!(f, "model:      {} ({}, batch {}{threads})", self.model, self.engine, self.batch)?;
+        let compressed = if self.compression.is_some() { "compressed, " } else { "" };
+        writeln!(f, "model:      {} ({compressed}{}, batch {}{threads})", self.model, self.engine, self.batch)?;
         writeln!(f, "data:       {} ({} samples, {} classes)", self.data, self.samples, self.classes)?;
         writeln!(f, "top-1:      {} ({} / {})", percent(self.top1_accuracy), self.top1_correct, self.samples)?;
         if let (Some(accuracy), Some(correct)) = (self.top5_accuracy, self.top5_correct) {
@@ -117,7 +118,10 @@ impl fmt::Display for Report {
         if let (Some(reference), Some(comparison)) = (&self.reference, &self.reference_comparison) {
             writeln!(f)?;
             let engine = self.reference_engine.as_deref().unwrap_or(&self.engine);
-            writeln!(f, "reference:  {reference} ({engine})")?;
+            // The default reference of a compressed model is the same file
+            // without compression.
+            let uncompressed = if self.compression.is_some() && *reference == self.model { "uncompressed, " } else { "" };
+            writeln!(f, "reference:  {reference} ({uncompressed}{engine})")?;
             writeln!(
                 f,
                 "  top-1 agreement:         {} ({} / {})",
