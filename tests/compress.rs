@@ -187,6 +187,14 @@ fn pruned_build_does_less_work() {
     assert_eq!(report.passes[1].settings, recipe.passes[1]);
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["passes"][1]["settings"]["ridge-toward"], "weights");
+
+    // The passes ran at the calibration batch of 32, and the report states
+    // their totals at the build's batch of 1, like the build report's own.
+    assert_eq!(report.params_before, plain.report.parameters);
+    assert_eq!(report.flops_before, plain.report.flops);
+    assert_eq!(report.params_after, pruned.report.parameters);
+    assert_eq!(report.flops_after, pruned.report.flops);
+    assert_eq!(report.passes[0].params_before, plain.report.parameters);
 }
 
 #[test]

@@ -147,24 +147,29 @@ pub fn compress_for(model: &std::path::Path, graph: &mut Graph, compression: &Co
         recipe.passes.pop();
     }
     let original = quantize.is_some().then(|| graph.clone());
+    let param_offset = totals(&calibration_graph).0.saturating_sub(totals(graph).0);
     let compressed = compress(&mut calibration_graph, &recipe, Some(&calibration))?;
     apply(graph, &compressed.edits, "compression")?;
     let mut report = compressed.report;
+    report.rebase(shape.first().copied().unwrap_or(1), batch, param_offset);
     if let (Some(config), Some(original)) = (quantize, original) {
         let start = Instant::now();
+        let (params_before, flops_before) = totals(graph);
         let batches = calibration.rebatched(shape[0]);
         let quantization = crate::quant::quantize(graph, &config, &batches)?;
         let rebatched = Calibration { batches, source: calibration.source.clone() };
         let output_error = measure_against(&original, graph, &rebatched)?;
-        let (params, flops) = totals(graph);
+        let (params_after, flops_after) = totals(graph);
         report.recipe = compression.recipe.to_string();
+        report.params_after = params_after;
+        report.flops_after = flops_after;
         report.passes.push(PassReport {
             pass: "quantize".into(),
             settings: PassSpec::Quantize(config.clone()),
-            params_before: params,
-            params_after: params,
-            flops_before: flops,
-            flops_after: flops,
+            params_before,
+            params_after,
+            flops_before,
+            flops_after,
             layers: Vec::new(),
             refits: Vec::new(),
             loaded: None,

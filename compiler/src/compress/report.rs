@@ -137,6 +137,36 @@ pub struct CompressReport {
     pub passes: Vec<PassReport>,
 }
 
+impl CompressReport {
+    /// Restates the figures of passes that ran on a copy of the model bound
+    /// to `calibration_batch` at the build graph's `batch`.
+    ///
+    /// FLOPs scale by `batch / calibration_batch`, because every operator's
+    /// work is linear in the batch. Parameters lose `param_offset`: the
+    /// copy's parameters minus the build graph's, such as a class token
+    /// expanded to the batch. The passes leave such constants alone, so the
+    /// offset is the same before and after each pass.
+    pub fn rebase(&mut self, batch: usize, calibration_batch: usize, param_offset: u64) {
+        let flops = |f: &mut u64| *f = (*f as u128 * batch as u128 / calibration_batch.max(1) as u128) as u64;
+        let params = |p: &mut u64| *p = p.saturating_sub(param_offset);
+        params(&mut self.params_before);
+        params(&mut self.params_after);
+        for value in [&mut self.flops_before, &mut self.flops_after, &mut self.encoder_flops_before, &mut self.encoder_flops_after] {
+            flops(value);
+        }
+        for pass in &mut self.passes {
+            params(&mut pass.params_before);
+            params(&mut pass.params_after);
+            flops(&mut pass.flops_before);
+            flops(&mut pass.flops_after);
+            for layer in &mut pass.layers {
+                flops(&mut layer.before.flops);
+                flops(&mut layer.after.flops);
+            }
+        }
+    }
+}
+
 /// Layers whose cost or detail changed between `before` and `after`.
 pub fn changes(
     before: &BTreeMap<String, Cost>,
