@@ -110,6 +110,62 @@ pub fn read_regular_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|error| Error::Io { path: path.to_path_buf(), error })
 }
 
+/// Largest `.npy` header accepted, in bytes. Headers that numpy writes are
+/// padded to a multiple of 64 bytes and rarely pass 200.
+const MAX_NPY_HEADER: usize = 1 << 20;
+
+/// Checks that the `.npy` data read from `reader`, `available` bytes in
+/// all, is as long as its header declares. ndarray-npy allocates the
+/// declared size before reading, so a header that overstates the shape
+/// would abort the process on a failed allocation.
+pub fn check_npy_length(reader: &mut impl std::io::Read, available: u64) -> std::result::Result<(), String> {
+    let mut prefix = [0u8; 8];
+    reader.read_exact(&mut prefix).map_err(|_| "shorter than an .npy header".to_string())?;
+    if &prefix[..6] != b"\x93NUMPY" {
+        return Err("not an .npy array: the magic string is missing".into());
+    }
+    // Version 1 stores the header length in 2 bytes, versions 2 and 3 in 4.
+    let length_bytes = if prefix[6] == 1 { 2 } else { 4 };
+    let mut length = [0u8; 4];
+    reader.read_exact(&mut length[..length_bytes]).map_err(|_| "the .npy header is cut short".to_string())?;
+    let header_len = u32::from_le_bytes(length) as usize;
+    if header_len > MAX_NPY_HEADER {
+        return Err(format!("the .npy header declares {header_len} bytes, more than the {MAX_NPY_HEADER} accepted"));
+    }
+    let mut header = vec![0u8; header_len];
+    reader.read_exact(&mut header).map_err(|_| "the .npy header is cut short".to_string())?;
+    let header = String::from_utf8_lossy(&header);
+
+    let (Some(descr), Some(shape)) = (npy_field(&header, "descr"), npy_field(&header, "shape")) else {
+        // ndarray-npy reports a malformed header itself.
+        return Ok(());
+    };
+    let item_size: Option<u64> = descr.trim_matches(|c| c == '\'' || c == '"').trim_start_matches(|c: char| !c.is_ascii_digit()).parse().ok();
+    let dims: Option<Vec<u64>> =
+        shape.trim_matches(|c| c == '(' || c == ')').split(',').map(str::trim).filter(|d| !d.is_empty()).map(|d| d.parse().ok()).collect();
+    let (Some(item_size), Some(dims)) = (item_size, dims) else {
+        return Ok(());
+    };
+    let data = available.saturating_sub((8 + length_bytes + header_len) as u64);
+    let needed = dims.iter().try_fold(item_size, |total, &d| total.checked_mul(d));
+    match needed {
+        Some(needed) if needed <= data => Ok(()),
+        _ => Err(format!(
+            "the header declares shape {shape} of {descr}, more data than the {data} bytes that follow it; \
+             the file is cut short or its header is wrong, so write it again"
+        )),
+    }
+}
+
+/// Returns the text of `key`'s value in an `.npy` header dictionary, such
+/// as `'<f4'` for `descr` or `(2, 3)` for `shape`.
+fn npy_field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
+    let start = header.find(&format!("'{key}'"))? + key.len() + 2;
+    let rest = header[start..].trim_start().strip_prefix(':')?.trim_start();
+    let end = if rest.starts_with('(') { rest.find(')')? + 1 } else { rest.find(',')? };
+    Some(rest[..end].trim())
+}
+
 /// Reads an `.npy` file as a tensor (f32, f64, i64, i32, u8, i8 or bool).
 pub fn read_npy(path: &Path) -> Result<Tensor> {
     use ndarray_npy::ReadNpyExt;
@@ -119,6 +175,10 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
         input: path.display().to_string(),
         message: format!("cannot read as .npy: {e}"),
     };
+    let file = open()?;
+    let available = file.metadata().map_err(|error| Error::Io { path: path.to_path_buf(), error })?.len();
+    check_npy_length(&mut std::io::BufReader::new(file), available)
+        .map_err(|message| Error::Input { input: path.display().to_string(), message })?;
     // Try the element types in turn; ndarray-npy rejects a mismatched dtype
     // before reading the data.
     match ArrayD::<f32>::read_npy(open()?) {
@@ -237,8 +297,43 @@ pub fn load_image_with(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A version 1.0 `.npy` of f32 whose header declares `shape` (numpy's
+    /// text, such as `(2, 3)`) and whose data is `values` zeros.
+    pub(crate) fn npy_bytes(shape: &str, values: usize) -> Vec<u8> {
+        let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend(std::iter::repeat_n(0u8, values * 4));
+        bytes
+    }
+
+    #[test]
+    fn overstated_npy_shape_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.npy");
+        std::fs::write(&path, npy_bytes("(900000, 3)", 6)).unwrap();
+        let error = read_npy(&path).unwrap_err().to_string();
+        assert!(error.contains("big.npy"), "{error}");
+        assert!(error.contains("(900000, 3)"), "{error}");
+        assert!(error.contains("cut short"), "{error}");
+    }
+
+    #[test]
+    fn cut_npy_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.npy");
+        std::fs::write(&path, npy_bytes("(2, 3)", 5)).unwrap();
+        let error = read_npy(&path).unwrap_err().to_string();
+        assert!(error.contains("cut short"), "{error}");
+    }
 
     #[test]
     fn read_npy_rejects_fifo() {

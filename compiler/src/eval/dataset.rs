@@ -235,18 +235,22 @@ impl Dataset {
                 if labels.is_some() {
                     return Err(DatasetError::UnexpectedLabels { path: path.to_path_buf() });
                 }
-                open_npz(path, sample_shape, normalize)
+                open_npz(path, sample_shape, normalize, true)
             }
             _ => Err(DatasetError::Format { path: path.to_path_buf() }),
         }
     }
 
     /// Opens samples whose labels are not needed, such as calibration data:
-    /// a `.npy` of samples needs no labels file, and the other formats open
-    /// as in [`Dataset::open`]. Every sample gets label 0.
+    /// a `.npy` of samples needs no labels file, an `.npz` no `labels`
+    /// array, and folders open as in [`Dataset::open`]. Samples without a
+    /// label get label 0.
     pub fn open_unlabeled(path: &Path, sample_shape: &[usize], normalize: &NormalizeOptions) -> Result<Dataset> {
-        let is_npy = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("npy"));
-        if !is_npy || !path.is_file() {
+        let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        if extension == "npz" && path.is_file() {
+            return open_npz(path, sample_shape, normalize, false);
+        }
+        if extension != "npy" || !path.is_file() {
             return Dataset::open(path, None, sample_shape, normalize);
         }
         let samples = read_npy(path)?;
@@ -365,29 +369,50 @@ fn open_npy(path: &Path, labels_path: &Path, sample_shape: &[usize], normalize: 
     from_arrays(path, labels_path, &location, samples, labels, sample_shape, normalize)
 }
 
-/// Opens an `.npz` with an `images` and a `labels` array.
-fn open_npz(path: &Path, sample_shape: &[usize], normalize: &NormalizeOptions) -> Result<Dataset> {
+/// Opens an `.npz` with an `images` and a `labels` array. Without
+/// `need_labels` the `labels` array may be missing, and every sample then
+/// gets label 0.
+fn open_npz(path: &Path, sample_shape: &[usize], normalize: &NormalizeOptions, need_labels: bool) -> Result<Dataset> {
     let read_error = |message: String| DatasetError::Read { path: path.to_path_buf(), message };
     let file = File::open(path).map_err(|e| read_error(e.to_string()))?;
     let mut reader = NpzReader::new(file).map_err(|e| read_error(format!("not a valid .npz archive: {e}")))?;
     let names = reader.names().map_err(|e| read_error(e.to_string()))?;
-    for name in ["images", "labels"] {
-        if !names.iter().any(|n| n == name) {
+    let has = |name: &str| names.iter().any(|n| n == name);
+    let required: &[&'static str] = if need_labels { &["images", "labels"] } else { &["images"] };
+    for &name in required {
+        if !has(name) {
             let available = if names.is_empty() { "none".to_string() } else { names.join(", ") };
             return Err(DatasetError::MissingArray { path: path.to_path_buf(), name, available });
         }
     }
 
     let images_location = format!("{}, array 'images'", path.display());
-    let labels_location = format!("{}, array 'labels'", path.display());
     let images = read_npz_array(&mut reader, path, "images", &images_location)?;
-    let labels = read_npz_array(&mut reader, path, "labels", &labels_location)?;
-    let labels = labels_from_tensor(labels, &labels_location)?;
+    let labels = if has("labels") {
+        let labels_location = format!("{}, array 'labels'", path.display());
+        let labels = read_npz_array(&mut reader, path, "labels", &labels_location)?;
+        labels_from_tensor(labels, &labels_location)?
+    } else {
+        vec![0; images.shape().first().copied().unwrap_or(0)]
+    };
     from_arrays(path, path, &images_location, images, labels, sample_shape, normalize)
+}
+
+/// Checks that the `.npz` member `name` contains as much data as its header
+/// declares (see [`crate::data::check_npy_length`]).
+fn check_npz_member(path: &Path, name: &str) -> Result<()> {
+    let read_error = |message: String| DatasetError::Read { path: path.to_path_buf(), message };
+    let file = File::open(path).map_err(|e| read_error(e.to_string()))?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| read_error(format!("not a valid .npz archive: {e}")))?;
+    let member = if archive.index_for_name(&format!("{name}.npy")).is_some() { format!("{name}.npy") } else { name.to_string() };
+    let mut entry = archive.by_name(&member).map_err(|e| read_error(format!("array '{name}': {e}")))?;
+    let size = entry.size();
+    crate::data::check_npy_length(&mut entry, size).map_err(|message| read_error(format!("array '{name}': {message}")))
 }
 
 /// Reads one array of an `.npz`, whatever its element type.
 fn read_npz_array(reader: &mut NpzReader<File>, path: &Path, name: &str, location: &str) -> Result<Tensor> {
+    check_npz_member(path, name)?;
     // Try the element types in turn, as `crate::data::read_npy` does:
     // ndarray-npy rejects a mismatched dtype before reading the data.
     macro_rules! try_type {
@@ -619,6 +644,40 @@ fn is_image_file(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes an uncompressed `.npz` with the given members.
+    fn write_npz_members(path: &Path, members: &[(&str, Vec<u8>)]) {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(File::create(path).unwrap());
+        let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        for (name, bytes) in members {
+            zip.start_file(*name, options).unwrap();
+            zip.write_all(bytes).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+
+    #[test]
+    fn npz_without_labels_calibrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("images.npz");
+        write_npz_members(&path, &[("images.npy", crate::data::tests::npy_bytes("(3, 1, 2, 2)", 12))]);
+        let dataset = Dataset::open_unlabeled(&path, &[1, 2, 2], &NormalizeOptions::default()).unwrap();
+        assert_eq!(dataset.len(), 3);
+        let error = Dataset::open(&path, None, &[1, 2, 2], &NormalizeOptions::default()).err().expect("rejected").to_string();
+        assert!(error.contains("labels"), "{error}");
+    }
+
+    #[test]
+    fn overstated_npz_member_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.npz");
+        let images = crate::data::tests::npy_bytes("(99999999, 1, 2, 2)", 4);
+        write_npz_members(&path, &[("images.npy", images), ("labels.npy", crate::data::tests::npy_bytes("(1,)", 1))]);
+        let error = Dataset::open(&path, None, &[1, 2, 2], &NormalizeOptions::default()).err().expect("rejected").to_string();
+        assert!(error.contains("array 'images'"), "{error}");
+        assert!(error.contains("cut short"), "{error}");
+    }
 
     fn gray_preprocess() -> Preprocess {
         Preprocess::for_sample(&[1, 2, 2], &NormalizeOptions::default()).unwrap()
