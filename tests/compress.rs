@@ -147,6 +147,19 @@ fn sparsify_zeroes_requested_fraction() {
     }
 }
 
+/// A block as large as the matrix is one block, which a ratio of 0.5 must
+/// not remove.
+#[test]
+fn sparsify_keeps_single_block_layers() {
+    let mut graph = mnist_graph(1);
+    let recipe = Recipe::from_toml_str("[[pass]]\nkind = \"sparsify\"\nsparsity = 0.5\nblock = 64\nblock-rows = 128\n").unwrap();
+    let report = compress(&mut graph, &recipe, None).unwrap().report;
+    for layer in &report.passes[0].layers {
+        let sparsity: f64 = layer.detail.trim_start_matches("sparsity ").parse().unwrap();
+        assert!(sparsity <= 0.5, "{}: {}", layer.layer, layer.detail);
+    }
+}
+
 #[test]
 fn edits_replay_onto_batch_one() {
     // The passes run at the calibration batch (32); the batch-1 graph gets

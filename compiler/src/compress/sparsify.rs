@@ -79,22 +79,34 @@ pub fn run(graph: &Graph, layers: &[NodeId], spec: &SparsifySpec) -> Result<Pass
         }
         let zeros = data.iter().filter(|w| **w == 0.0).count();
         let name = graph.node(node).name.clone();
+        let achieved = zeros as f64 / (grid.rows * grid.cols) as f64;
+        if spec.granularity == SparsityGranularity::Layer && achieved + 0.05 < spec.sparsity {
+            tracing::warn!(
+                layer = %name,
+                blocks = norms.len(),
+                "sparsity {:.3} of {} requested, {achieved:.3} reached: the layer has too few blocks of the chosen size; choose smaller blocks",
+                spec.sparsity,
+                name
+            );
+        }
         let weight = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[grid.rows, grid.cols]), data).expect("shape matches data");
         outcome.edits.push(Edit::Linear {
             node: name.clone(),
             weight: Tensor::F32(weight).into(),
             bias: linear_bias(graph, node).cloned().map(Into::into),
         });
-        outcome.details.insert(name.clone(), format!("sparsity {:.3}", zeros as f64 / (grid.rows * grid.cols) as f64));
+        outcome.details.insert(name.clone(), format!("sparsity {achieved:.3}"));
         outcome.refit.push(name.clone());
         outcome.sparse.push(name);
     }
     Ok(outcome)
 }
 
-/// The norm below which `fraction` of `norms` fall.
+/// Returns the norm below which `fraction` of `norms` fall, rounded down
+/// to whole blocks, so at most `fraction` of them are pruned. A layer of
+/// one block (a block as large as the matrix) keeps it.
 fn threshold(norms: &[f32], fraction: f64) -> f32 {
-    let count = (fraction * norms.len() as f64).round() as usize;
+    let count = (fraction * norms.len() as f64).floor() as usize;
     if count == 0 {
         return f32::NEG_INFINITY;
     }
