@@ -147,6 +147,29 @@ fn sparsify_zeroes_requested_fraction() {
     }
 }
 
+/// ONNX allows empty and repeated node names. Import gives each node a
+/// unique one, so pruning still finds every layer.
+#[test]
+fn prune_nodes_without_unique_names() {
+    use onnx_protobuf::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(mnist_model()).unwrap();
+    for (case, name) in [("empty", ""), ("repeated", "x")] {
+        let mut model = onnx_protobuf::ModelProto::parse_from_bytes(&bytes).unwrap();
+        for node in &mut model.graph.as_mut().unwrap().node {
+            node.name = name.to_string();
+        }
+        let path = dir.path().join(format!("{case}.onnx"));
+        std::fs::write(&path, model.write_to_bytes().unwrap()).unwrap();
+        let mut graph = import_file(&path, &ImportOptions::default()).unwrap();
+        PassManager::canonicalize().run(&mut graph).unwrap();
+        let recipe = Recipe::from_toml_str("[[pass]]\nkind = \"prune\"\nflops = 0.3\nimportance = \"l1\"\n").unwrap();
+        let report = compress(&mut graph, &recipe, None).unwrap_or_else(|e| panic!("{case} names: {e}")).report;
+        let cut = 1.0 - report.flops_after as f64 / report.flops_before as f64;
+        assert!(cut > 0.2, "{case} names: FLOPs cut by {cut:.3}");
+    }
+}
+
 /// A block as large as the matrix is one block, which a ratio of 0.5 must
 /// not remove.
 #[test]

@@ -5,6 +5,7 @@
 //! later, by [`super::tensor`], which resolves external data against the
 //! model's folder.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use onnx_protobuf::{Message, ModelProto};
@@ -23,11 +24,12 @@ impl OnnxModel {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<OnnxModel> {
         let bytes = crate::data::read_regular_file(path)?;
-        let proto = ModelProto::parse_from_bytes(&bytes)
+        let mut proto = ModelProto::parse_from_bytes(&bytes)
             .map_err(|e| Error::Protobuf { path: path.to_path_buf(), message: e.to_string() })?;
         if proto.graph.is_none() {
             return Err(Error::Protobuf { path: path.to_path_buf(), message: "the model has no graph".into() });
         }
+        name_nodes(&mut proto);
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -38,11 +40,12 @@ impl OnnxModel {
 
     /// Parses a model from memory; external data is resolved against `dir`.
     pub fn from_bytes(bytes: &[u8], dir: &Path) -> Result<OnnxModel> {
-        let proto = ModelProto::parse_from_bytes(bytes)
+        let mut proto = ModelProto::parse_from_bytes(bytes)
             .map_err(|e| Error::Protobuf { path: PathBuf::from("<memory>"), message: e.to_string() })?;
         if proto.graph.is_none() {
             return Err(Error::Protobuf { path: PathBuf::from("<memory>"), message: "the model has no graph".into() });
         }
+        name_nodes(&mut proto);
         Ok(OnnxModel { proto, path: PathBuf::from("<memory>"), dir: dir.to_path_buf() })
     }
 
@@ -69,6 +72,35 @@ impl OnnxModel {
     pub fn opset_of(&self, domain: &str) -> Option<i64> {
         let wanted = normalize_domain(domain);
         self.proto.opset_import.iter().find(|o| normalize_domain(&o.domain) == wanted).map(|o| o.version)
+    }
+}
+
+/// Gives every node of the main graph a unique name. ONNX allows empty and
+/// repeated node names, but compression and quantization find layers by
+/// name. An empty name becomes the node's first output's name (unique in
+/// a valid graph), and a repeated one gets a `#2`, `#3`, ... suffix.
+fn name_nodes(proto: &mut ModelProto) {
+    let Some(graph) = proto.graph.as_mut() else {
+        return;
+    };
+    let mut seen: HashSet<String> = HashSet::with_capacity(graph.node.len());
+    for (index, node) in graph.node.iter_mut().enumerate() {
+        if node.name.is_empty() {
+            node.name = match node.output.first() {
+                Some(output) if !output.is_empty() => output.clone(),
+                _ => format!("{}_{index}", node.op_type),
+            };
+        }
+        if !seen.contains(&node.name) {
+            seen.insert(node.name.clone());
+            continue;
+        }
+        let mut suffix = 2;
+        while seen.contains(&format!("{}#{suffix}", node.name)) {
+            suffix += 1;
+        }
+        node.name = format!("{}#{suffix}", node.name);
+        seen.insert(node.name.clone());
     }
 }
 
