@@ -329,6 +329,18 @@ fn eval_labels_compressed_and_reference() {
 }
 
 #[test]
+fn missed_prune_target_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("prune.toml");
+    std::fs::write(&recipe, "[[pass]]\nkind = \"prune\"\nflops = 0.4\nmax-unit-ratio = 0.1\nimportance = \"l1\"\n").unwrap();
+    let out = vitc(&["inspect", &mnist_model(), "--recipe", recipe.to_str().unwrap(), "--summary-only"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(log.contains("short of the 40.0% requested"), "{log}");
+    assert!(log.contains("raise max-unit-ratio"), "{log}");
+}
+
+#[test]
 fn unmatched_layer_override_warns() {
     let dir = tempfile::tempdir().unwrap();
     let recipe = dir.path().join("override.toml");

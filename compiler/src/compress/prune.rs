@@ -175,13 +175,30 @@ fn select_global(graph: &Graph, units: &Units, spec: &PruneSpec, scores: &Scores
     // Rounding neuron counts up can undershoot the target; aim higher and retry.
     let mut aim = target;
     let mut selection = Selection { heads: Vec::new(), neurons: Vec::new() };
+    let mut removed = 0.0;
     for _ in 0..8 {
         selection = greedy(&candidates, scores, &costs, spec, aim);
-        let removed = removed_cost(&selection, scores, &costs);
+        removed = removed_cost(&selection, scores, &costs);
         if removed >= target - 1e-9 * costs.total {
             break;
         }
         aim += target - removed;
+    }
+    // The limits per unit (max-unit-ratio, one head kept, neuron-multiple)
+    // can leave less to remove than the target asks for.
+    let (what, requested) = if spec.params.is_some() { ("parameters", spec.params) } else { ("FLOPs", spec.flops) };
+    let reached = removed / costs.total.max(1.0);
+    if let Some(requested) = requested
+        && reached + 0.01 < requested
+    {
+        tracing::warn!(
+            "prune: removes {:.1}% of the encoder's {what}, short of the {:.1}% requested, because of the limits per unit \
+             (max-unit-ratio = {}, at least one head per attention, neuron-multiple = {}); raise max-unit-ratio or lower the target",
+            reached * 100.0,
+            requested * 100.0,
+            spec.max_unit_ratio,
+            spec.neuron_multiple
+        );
     }
     selection
 }
