@@ -185,7 +185,7 @@ fn select_global(graph: &Graph, units: &Units, spec: &PruneSpec, scores: &Scores
         aim += target - removed;
     }
     // The limits per unit (max-unit-ratio, one head kept, neuron-multiple)
-    // can leave less to remove than the target asks for.
+    // can leave less to remove than the target requests.
     let (what, requested) = if spec.params.is_some() { ("parameters", spec.params) } else { ("FLOPs", spec.flops) };
     let reached = removed / costs.total.max(1.0);
     if let Some(requested) = requested
