@@ -328,6 +328,25 @@ fn eval_labels_compressed_and_reference() {
     assert!(line("reference:").contains("(uncompressed, "), "{report}");
 }
 
+/// Options that only tune a pass are rejected without that pass, rather
+/// than ignored.
+#[test]
+fn pass_settings_need_their_pass() {
+    let model = mnist_model();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--importance", "l1"], "--prune-flops"),
+        (&["--preset", "lossless", "--importance", "l1"], "--prune-flops"),
+        (&["--low-rank-scope", "all"], "--low-rank-cut"),
+        (&["--sparsity-block", "4"], "--sparsity"),
+        (&["--int8", "dynamic", "--int8-calibration", "entropy"], "--int8 dynamic computes them on every call"),
+    ];
+    for (options, needle) in cases {
+        let out = vitc(&[&["inspect", model.as_str(), "--summary-only"], options].concat());
+        assert!(!out.status.success(), "{options:?} succeeded");
+        assert!(stderr(&out).contains(needle), "{options:?}: {}", stderr(&out));
+    }
+}
+
 #[test]
 fn missed_prune_target_warns() {
     let dir = tempfile::tempdir().unwrap();

@@ -48,6 +48,7 @@ pub enum Int8CalibrationArg {
 }
 
 #[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("prune_pass").multiple(true))]
 pub struct CompressArgs {
     /// A TOML compression recipe (see the README for its passes and keys).
     #[arg(long, value_name = "FILE", help_heading = "Compression")]
@@ -75,24 +76,24 @@ pub struct CompressArgs {
     pub low_rank_cut: Option<f64>,
 
     /// Layers the low-rank pass factors.
-    #[arg(long, value_enum, default_value_t = ScopeArg::Mlp, help_heading = "Compression")]
+    #[arg(long, value_enum, default_value_t = ScopeArg::Mlp, requires = "low_rank_cut", help_heading = "Compression")]
     pub low_rank_scope: ScopeArg,
 
     /// Remove this fraction of the encoder's FLOPs as whole heads and MLP
     /// neurons (a prune pass with flops = F).
-    #[arg(long, value_name = "F", help_heading = "Compression", allow_negative_numbers = true)]
+    #[arg(long, value_name = "F", help_heading = "Compression", allow_negative_numbers = true, group = "prune_pass")]
     pub prune_flops: Option<f64>,
 
     /// Remove this fraction of every attention's heads.
-    #[arg(long, value_name = "F", help_heading = "Compression", allow_negative_numbers = true)]
+    #[arg(long, value_name = "F", help_heading = "Compression", allow_negative_numbers = true, group = "prune_pass")]
     pub prune_heads: Option<f64>,
 
     /// Remove this fraction of every MLP's hidden neurons.
-    #[arg(long, value_name = "F", help_heading = "Compression", allow_negative_numbers = true)]
+    #[arg(long, value_name = "F", help_heading = "Compression", allow_negative_numbers = true, group = "prune_pass")]
     pub prune_neurons: Option<f64>,
 
     /// Criterion by which the prune pass ranks heads and neurons.
-    #[arg(long, value_enum, default_value_t = ImportanceArg::Reconstruction, help_heading = "Compression")]
+    #[arg(long, value_enum, default_value_t = ImportanceArg::Reconstruction, requires = "prune_pass", help_heading = "Compression")]
     pub importance: ImportanceArg,
 
     /// Zero this fraction of the MLP weights by magnitude (a sparsify pass).
@@ -102,7 +103,7 @@ pub struct CompressArgs {
     /// Weights zeroed together by --sparsity: N consecutive inputs of one
     /// output, or ROWSxN (outputs x inputs). 8x4 matches the tiles that the
     /// block-sparse GEMM skips.
-    #[arg(long, value_name = "N|ROWSxN", default_value = "1", value_parser = parse_block, help_heading = "Compression")]
+    #[arg(long, value_name = "N|ROWSxN", default_value = "1", value_parser = parse_block, requires = "sparsity", help_heading = "Compression")]
     pub sparsity_block: (usize, usize),
 
     /// Refit the compressed layers to the original model's outputs on the
@@ -121,14 +122,18 @@ pub struct CompressArgs {
     #[arg(long, value_enum, value_name = "MODE", help_heading = "Compression")]
     pub int8: Option<Int8Arg>,
 
-    /// Method by which static INT8 chooses activation ranges from calibration data.
-    #[arg(long, value_enum, default_value_t = Int8CalibrationArg::MinMax, requires = "int8", help_heading = "Compression")]
-    pub int8_calibration: Int8CalibrationArg,
+    /// Method by which static INT8 chooses activation ranges from
+    /// calibration data [default: min-max].
+    #[arg(long, value_enum, requires = "int8", help_heading = "Compression")]
+    pub int8_calibration: Option<Int8CalibrationArg>,
 }
 
 impl CompressArgs {
     /// Returns the recipe these options select, or `None` when no compression is requested.
     pub fn recipe(&self) -> Result<Option<Recipe>> {
+        if self.int8 == Some(Int8Arg::Dynamic) && self.int8_calibration.is_some() {
+            bail!("--int8-calibration chooses static activation ranges; --int8 dynamic computes them on every call, so drop one of the two");
+        }
         let flags = self.flag_recipe();
         let sources = [self.recipe.is_some(), self.preset.is_some(), flags.is_some()];
         if sources.iter().filter(|s| **s).count() > 1 {
@@ -212,7 +217,7 @@ impl CompressArgs {
                 Int8Arg::Static => ActivationMode::Static,
                 Int8Arg::Dynamic => ActivationMode::Dynamic,
             };
-            config.calibration = match self.int8_calibration {
+            config.calibration = match self.int8_calibration.unwrap_or(Int8CalibrationArg::MinMax) {
                 Int8CalibrationArg::MinMax => CalibrationMethod::MinMax,
                 Int8CalibrationArg::Percentile => CalibrationMethod::Percentile,
                 Int8CalibrationArg::Entropy => CalibrationMethod::Entropy,
