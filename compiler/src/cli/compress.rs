@@ -119,6 +119,8 @@ pub struct CompressArgs {
 
     /// Quantize the Linear layers to INT8 (a quantize pass, run last):
     /// per-channel weights, with static or dynamic activation scales.
+    /// With --calib-data, dynamic INT8 also migrates activation outliers
+    /// into the weights (smoothing); without it, it skips that step.
     #[arg(long, value_enum, value_name = "MODE", help_heading = "Compression")]
     pub int8: Option<Int8Arg>,
 

@@ -55,7 +55,15 @@ impl fmt::Display for QuantReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "activations: {}", self.activations)?;
         writeln!(f, "weights:     {}", self.weights)?;
-        writeln!(f, "calibration: {} on {} batches ({} passes computed, {} from cache)", self.calibration, self.calibration_batches, self.computed_passes, self.cached_passes)?;
+        if self.calibration_batches == 0 {
+            writeln!(f, "calibration: none (no calibration data, so no smoothing and no static scales)")?;
+        } else {
+            writeln!(
+                f,
+                "calibration: {} on {} batches ({} passes computed, {} from cache)",
+                self.calibration, self.calibration_batches, self.computed_passes, self.cached_passes
+            )?;
+        }
         if let (Some(error), Some(cosine)) = (self.output_relative_error, self.output_cosine) {
             writeln!(f, "output:      relative error {error:.4}, cosine {cosine:.6} against f32")?;
         }
