@@ -347,6 +347,18 @@ fn pass_settings_need_their_pass() {
     }
 }
 
+/// Output files are checked before the work that produces them.
+#[test]
+fn output_folder_checked_first() {
+    let data = cache("data/mnist/test_images_f32.npy").to_string_lossy().to_string();
+    let labels = cache("data/mnist/test_labels.npy").to_string_lossy().to_string();
+    let model = mnist_model();
+    let out = vitc(&["eval", &model, "--data", &data, "--labels", &labels, "--json", "/no-such-folder/r.json"]);
+    assert_clean_failure(&out, "the folder /no-such-folder does not exist");
+    let out = vitc(&["analyze", &model, "--data", &data, "--max-drop", "0.5", "--save-recipe", "/tmp"]);
+    assert_clean_failure(&out, "is a folder");
+}
+
 #[test]
 fn missed_prune_target_warns() {
     let dir = tempfile::tempdir().unwrap();

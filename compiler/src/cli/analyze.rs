@@ -67,6 +67,11 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
     if args.batch == 0 || args.samples == 0 {
         bail!("--batch and --samples must be at least 1");
     }
+    for (path, option) in [(&args.json, "--json"), (&args.save_recipe, "--save-recipe")] {
+        if let Some(path) = path {
+            super::check_output_file(path, option)?;
+        }
+    }
     let onnx = vitc::onnx::OnnxModel::load(&args.model)?;
     let declared = vitc::eval::DeclaredInput::of(&onnx)?;
     let shape = declared.bind(args.batch, None).map_err(|message| anyhow::anyhow!("{}: {message}", args.model.display()))?;

@@ -104,6 +104,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if args.threads > 256 {
         anyhow::bail!("--threads must be at most 256 (0 means one per core)");
     }
+    if let Some(path) = &args.json {
+        super::check_output_file(path, "--json")?;
+    }
     // The spec stored with the model gives the defaults; options override it.
     let spec = PreprocessSpec::for_model(&args.model)?.unwrap_or_default();
     let normalize_from_model = args.mean.is_none() && args.std.is_none();

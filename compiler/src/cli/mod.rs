@@ -111,6 +111,19 @@ fn parse_input_shape(spec: &str) -> Result<(String, Vec<usize>)> {
     Ok((name.to_string(), dims))
 }
 
+/// Checks, before any work, that the file `path` given with `option` can
+/// be written later: its folder exists and the path is not a folder.
+pub fn check_output_file(path: &std::path::Path, option: &str) -> Result<()> {
+    if path.is_dir() {
+        bail!("{option} {}: is a folder; give a file path", path.display());
+    }
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if !folder.is_dir() {
+        bail!("{option} {}: the folder {} does not exist; create it first", path.display(), folder.display());
+    }
+    Ok(())
+}
+
 pub fn init_logging(verbose: u8) {
     // Cranelift logs every function it compiles at info level; keep it at
     // warn unless RUST_LOG sets another level.
