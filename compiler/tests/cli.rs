@@ -359,6 +359,31 @@ fn output_folder_checked_first() {
     assert_clean_failure(&out, "is a folder");
 }
 
+/// A u8 `.npy` is pixels, normalized with the model's stored mean and
+/// std, and an f64 one is converted: both give the f32 input's output.
+#[test]
+fn run_reads_u8_and_f64_npy() {
+    let dir = tempfile::tempdir().unwrap();
+    let pixels = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[1, 1, 28, 28]), |i| ((i[2] * 28 + i[3]) % 256) as u8);
+    let f32_values = pixels.mapv(|p| (f32::from(p) / 255.0 - 0.1307) / 0.3081);
+    let inputs = [
+        ("u8", vitc::tensor::Tensor::U8(pixels)),
+        ("f64", vitc::tensor::Tensor::F64(f32_values.mapv(f64::from))),
+        ("f32", vitc::tensor::Tensor::F32(f32_values)),
+    ];
+    let mut outputs = Vec::new();
+    for (name, tensor) in inputs {
+        let input = dir.path().join(format!("{name}.npy"));
+        vitc::data::write_npy(&input, &tensor).unwrap();
+        let output = dir.path().join(format!("{name}.out.npy"));
+        let out = vitc(&["run", &mnist_model(), "--input", input.to_str().unwrap(), "-o", output.to_str().unwrap()]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        outputs.push(output);
+    }
+    assert!(max_abs_diff(&outputs[0], &outputs[2]) < 1e-4, "u8 and f32 inputs differ");
+    assert!(max_abs_diff(&outputs[1], &outputs[2]) < 1e-4, "f64 and f32 inputs differ");
+}
+
 #[test]
 fn missed_prune_target_warns() {
     let dir = tempfile::tempdir().unwrap();

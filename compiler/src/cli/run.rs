@@ -95,7 +95,14 @@ pub fn run(args: RunArgs) -> Result<()> {
 fn run_jit(graph: &vitc::ir::Graph, input: &Tensor) -> Result<(Vec<Tensor>, std::time::Duration)> {
     let expected = graph.fact(graph.inputs()[0]);
     let name = &graph.value(graph.inputs()[0]).name;
-    if input.dtype() != expected.dtype || input.shape() != expected.shape.as_slice() {
+    if input.dtype() != expected.dtype {
+        bail!(
+            "input '{name}': expected a {expected} tensor, got {}{:?}; give f32 values (or u8 pixels, f64)",
+            input.dtype(),
+            input.shape()
+        );
+    }
+    if input.shape() != expected.shape.as_slice() {
         bail!(
             "input '{name}': expected a {expected} tensor, got {}{:?}; bind another shape with --input-shape {name}=..",
             input.dtype(),
@@ -121,20 +128,49 @@ fn run_jit(graph: &vitc::ir::Graph, input: &Tensor) -> Result<(Vec<Tensor>, std:
     Ok((tensors, elapsed))
 }
 
+/// Reads the input: an f32 `.npy` as it is, an f64 one converted to f32,
+/// a u8 one as pixels (scaled to [0, 1] and normalized like an image, with
+/// channels on axis 1), or an image file.
 fn load_input(args: &RunArgs, shape: &[usize]) -> Result<Tensor> {
     let extension = args.input.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     if extension == "npy" {
-        return Ok(read_npy(&args.input)?);
+        return match read_npy(&args.input)? {
+            Tensor::F64(values) => Ok(Tensor::F32(values.mapv(|v| v as f32))),
+            Tensor::U8(pixels) => {
+                let mut values = pixels.mapv(|p| f32::from(p) / 255.0);
+                if values.ndim() < 2 {
+                    let normalize = normalization(args, 1)?;
+                    values.mapv_inplace(|v| (v - normalize.mean[0]) / normalize.std[0]);
+                    return Ok(Tensor::F32(values));
+                }
+                let normalize = normalization(args, values.shape()[1])?;
+                for (c, mut plane) in values.axis_iter_mut(ndarray::Axis(1)).enumerate() {
+                    plane.mapv_inplace(|v| (v - normalize.mean[c]) / normalize.std[c]);
+                }
+                Ok(Tensor::F32(values))
+            }
+            tensor => Ok(tensor),
+        };
     }
     let [1, channels, height, width] = shape[..] else {
         bail!("an image can feed only an input of shape [1, C, H, W]; this model's input is {shape:?}. Pass a .npy tensor instead");
     };
-    // The spec stored with the model gives the defaults; options override it.
+    let spec = PreprocessSpec::for_model(&args.model.model)?.unwrap_or_default();
+    Ok(load_image_with(&args.input, channels, height, width, &normalization(args, channels)?, &spec.layout())?)
+}
+
+/// Returns the mean and std for image pixels: the options, else the
+/// model's stored preprocessing spec, else ImageNet's for 3 channels and
+/// none otherwise.
+fn normalization(args: &RunArgs, channels: usize) -> Result<Normalize> {
     let spec = PreprocessSpec::for_model(&args.model.model)?.unwrap_or_default();
     let default = if channels == 3 { Normalize::imagenet() } else { Normalize::identity(channels) };
     let mean = args.mean.clone().or(spec.mean.clone()).unwrap_or(default.mean);
     let std = args.std.clone().or(spec.std.clone()).unwrap_or(default.std);
-    Ok(load_image_with(&args.input, channels, height, width, &Normalize { mean, std }, &spec.layout())?)
+    if mean.len() != channels || std.len() != channels {
+        bail!("--mean and --std need {channels} value(s), one per channel, got {} and {}", mean.len(), std.len());
+    }
+    Ok(Normalize { mean, std })
 }
 
 /// For a `[1, K]` classifier output, prints the five largest logits.
