@@ -185,7 +185,8 @@ pub fn build(model: &Path, options: &BuildOptions) -> Result<BuildOutput> {
 /// `NAME.program.txt` (the kernel listing) into `dir`; returns the paths.
 pub fn write_artifacts(dir: &Path, output: &BuildOutput) -> Result<Vec<PathBuf>> {
     if dir.exists() && !dir.is_dir() {
-        return Err(Error::Input { input: dir.display().to_string(), message: "the output path exists and is not a folder; give a folder with -o".into() });
+        let error = std::io::Error::new(std::io::ErrorKind::InvalidInput, "it exists and is not a folder; give a folder with -o");
+        return Err(Error::Write { path: dir.to_path_buf(), error });
     }
     std::fs::create_dir_all(dir).map_err(|error| Error::Write { path: dir.to_path_buf(), error })?;
     let name = &output.report.name;

@@ -35,6 +35,11 @@ pub struct BuildArgs {
 }
 
 pub fn run(args: BuildArgs) -> Result<()> {
+    // Checked before the build, so a wrong path costs no work (and again
+    // when writing).
+    if args.output.exists() && !args.output.is_dir() {
+        anyhow::bail!("-o {}: exists and is not a folder; give a folder for the build outputs", args.output.display());
+    }
     let name = args.name.clone().unwrap_or_else(|| default_name(&args.model.model));
     let compression = args.compress.compression(normalize_for(&args.model.model)?)?;
     let options =

@@ -156,6 +156,9 @@ impl CompressArgs {
             return Ok(None);
         };
         if let Some(samples) = self.calib_samples {
+            if samples == 0 {
+                bail!("--calib-samples must be at least 1");
+            }
             recipe.calibration.samples = samples;
             recipe.validate()?;
         }

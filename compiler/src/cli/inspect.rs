@@ -29,6 +29,16 @@ pub struct InspectArgs {
 }
 
 pub fn inspect(args: InspectArgs) -> Result<()> {
+    let passes = vitc::passes::PassManager::canonicalize().pass_names();
+    if let Some(stage) = &args.after
+        && !["import", "canonicalize", "compress"].contains(&stage.as_str())
+        && !passes.contains(&stage.as_str())
+    {
+        bail!(
+            "--after '{stage}' is not a stage; use import, canonicalize, one of: {}, or compress (with compression options)",
+            passes.join(", ")
+        );
+    }
     let compression = args.compress.compression(normalize_for(&args.model.model)?)?;
     let after = match (&args.after, &compression) {
         (None, Some(_)) => "compress".to_string(),

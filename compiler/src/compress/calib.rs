@@ -43,7 +43,8 @@ impl Calibration {
         let count = samples.min(dataset.len()) / batch * batch;
         if count == 0 {
             return Err(Error::Compress(format!(
-                "calibration data {}: {} of its {} sample(s) are used (calibration.samples or --calib-samples), fewer than one batch of {batch}; use more samples or a smaller calibration.batch",
+                "calibration data {}: {} of its {} sample(s) are used, fewer than one batch of {batch}; \
+                 give at least {batch} samples, or a smaller batch if the model's batch is not fixed",
                 data.display(),
                 samples.min(dataset.len()),
                 dataset.len()
