@@ -222,7 +222,7 @@ impl Dataset {
             if labels.is_some() {
                 return Err(DatasetError::UnexpectedLabels { path: path.to_path_buf() });
             }
-            return open_folder(path, sample_shape, normalize);
+            return open_folder(path, sample_shape, normalize, true);
         }
 
         let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
@@ -243,12 +243,15 @@ impl Dataset {
 
     /// Opens samples whose labels are not needed, such as calibration data:
     /// a `.npy` of samples needs no labels file, an `.npz` no `labels`
-    /// array, and folders open as in [`Dataset::open`]. Samples without a
-    /// label get label 0.
+    /// array, and a folder may contain its images directly, without class
+    /// subfolders. Samples without a label get label 0.
     pub fn open_unlabeled(path: &Path, sample_shape: &[usize], normalize: &NormalizeOptions) -> Result<Dataset> {
         let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         if extension == "npz" && path.is_file() {
             return open_npz(path, sample_shape, normalize, false);
+        }
+        if path.is_dir() {
+            return open_folder(path, sample_shape, normalize, false);
         }
         if extension != "npy" || !path.is_file() {
             return Dataset::open(path, None, sample_shape, normalize);
@@ -573,7 +576,7 @@ fn pixel_samples(
 }
 
 /// Opens a folder with one subfolder of PNG or JPEG images per class.
-fn open_folder(root: &Path, sample_shape: &[usize], normalize: &NormalizeOptions) -> Result<Dataset> {
+fn open_folder(root: &Path, sample_shape: &[usize], normalize: &NormalizeOptions, need_labels: bool) -> Result<Dataset> {
     let preprocess = Preprocess::for_sample(sample_shape, normalize)?;
 
     let mut class_dirs: Vec<(String, PathBuf)> = Vec::new();
@@ -582,6 +585,10 @@ fn open_folder(root: &Path, sample_shape: &[usize], normalize: &NormalizeOptions
         if entry.is_dir() && !name.starts_with('.') {
             class_dirs.push((name, entry));
         }
+    }
+    // Unlabeled images may sit in the folder itself.
+    if class_dirs.is_empty() && !need_labels {
+        class_dirs.push((String::new(), root.to_path_buf()));
     }
     if class_dirs.is_empty() {
         return Err(DatasetError::Empty {
@@ -853,5 +860,17 @@ mod tests {
         let mut out = [0.5; 8];
         dataset.load_batch(0..2, &mut out).unwrap();
         assert_eq!(out, [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn flat_image_folder_calibrates() {
+        let dir = tempfile::tempdir().unwrap();
+        for index in 0..3 {
+            image::GrayImage::from_pixel(4, 4, image::Luma([255u8])).save(dir.path().join(format!("{index}.png"))).unwrap();
+        }
+        let dataset = Dataset::open_unlabeled(dir.path(), &[1, 2, 2], &NormalizeOptions::default()).unwrap();
+        assert_eq!(dataset.len(), 3);
+        let error = Dataset::open(dir.path(), None, &[1, 2, 2], &NormalizeOptions::default()).err().expect("rejected").to_string();
+        assert!(error.contains("no class subfolders"), "{error}");
     }
 }
