@@ -426,3 +426,16 @@ fn conv_transpose_override_by_either_name() {
         assert!(!ops.iter().any(|op| op == "QLinear"), "override {name}: {ops:?}");
     }
 }
+
+/// INT8 has no NaN, so quantizing a weight with one would turn a broken
+/// layer into finite, wrong outputs; the quantize pass rejects it instead.
+#[test]
+fn nan_weight_rejected_by_quantize() {
+    let mut graph = mnist_graph(1);
+    let fc1 = graph.node_ids().find(|&n| graph.node(n).name == "/blocks.0/mlp/fc1").expect("fc1 of block 0");
+    scale_constant(&mut graph, fc1, 1, |i, _| if i == 5 { f32::NAN } else { 1.0 });
+    let config = QuantConfig { activations: vitc::quant::ActivationMode::Dynamic, smoothing_alpha: None, ..QuantConfig::default() };
+    let error = quantize(&mut graph, &config, &[]).unwrap_err().to_string();
+    assert!(error.contains("/blocks.0/mlp/fc1"), "{error}");
+    assert!(error.contains("1 NaN or infinite value"), "{error}");
+}

@@ -78,6 +78,7 @@ pub struct QuantConfig {
     /// Largest weight magnitude in quantized units: 127 uses all of i8, and
     /// 63 leaves x86-64 `pmaddubsw` (which adds two u8 x i8 products in
     /// saturating i16) exact, so code for CPUs without VNNI takes that fast path.
+    #[serde(deserialize_with = "weight_max_in_range")]
     pub weight_max: u8,
     pub calibration: CalibrationMethod,
     /// Percentile kept by the `percentile` method, in (50, 100].
@@ -150,6 +151,9 @@ impl QuantConfig {
                 return invalid("layers.name", "an empty name would match every node; give part of a node name".into());
             }
         }
+        if self.cache_dir.as_ref().is_some_and(|dir| dir.as_os_str().is_empty()) {
+            return invalid("cache-dir", "an empty path; give a folder, or leave the key out for the default".into());
+        }
         Ok(())
     }
 
@@ -167,6 +171,16 @@ impl QuantConfig {
         let by_kind = self.ops.get(kind).copied().unwrap_or(default);
         self.layers.iter().rev().find(|l| name.contains(&l.name)).map_or(by_kind, |l| l.precision)
     }
+}
+
+/// Reads `weight-max` as any integer, so that an out-of-range value gets
+/// the accepted range in its error rather than serde's "expected u8".
+fn weight_max_in_range<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<u8, D::Error> {
+    let value = <i64 as serde::Deserialize>::deserialize(deserializer)?;
+    u8::try_from(value)
+        .ok()
+        .filter(|v| (1..=127).contains(v))
+        .ok_or_else(|| serde::de::Error::custom(format!("weight-max must be in 1..=127, not {value}")))
 }
 
 #[cfg(test)]

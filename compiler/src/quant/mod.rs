@@ -162,10 +162,10 @@ pub fn quantize(graph: &mut Graph, config: &QuantConfig, calibration: &[Tensor])
     Ok(QuantReport {
         activations: match config.activations {
             ActivationMode::Static => "static u8".into(),
-            ActivationMode::Dynamic => format!("dynamic u8 {:?}", config.dynamic_granularity).to_lowercase(),
+            ActivationMode::Dynamic => format!("dynamic u8 {}", recipe_spelling(&config.dynamic_granularity)),
         },
-        weights: format!("symmetric i8 {:?}, |q| <= {}", config.weights, config.weight_max).to_lowercase(),
-        calibration: format!("{:?}", config.calibration).to_lowercase(),
+        weights: format!("symmetric i8 {}, |q| <= {}", recipe_spelling(&config.weights), config.weight_max),
+        calibration: recipe_spelling(&config.calibration),
         calibration_batches: calibration.len(),
         cached_passes: counter.cached,
         computed_passes: counter.computed,
@@ -318,4 +318,12 @@ fn compare(reference: &Graph, quantized: &Graph, pairs: &[(ValueId, ValueId)], c
 
 fn f32_slice(tensor: &Tensor) -> Result<&[f32]> {
     tensor.as_f32().and_then(|a| a.as_slice()).ok_or_else(|| Error::Internal("expected a contiguous f32 tensor".into()))
+}
+
+/// Returns a setting as a recipe spells it (`per-channel`, `min-max`).
+fn recipe_spelling<T: serde::Serialize + std::fmt::Debug>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        _ => format!("{value:?}").to_lowercase(),
+    }
 }

@@ -57,6 +57,14 @@ pub fn quantize_linears(graph: &mut Graph, linears: &[NodeId], config: &QuantCon
         })?;
         let [out, k] = weight.shape()[..] else { return Err(Error::node(&n.name, "Linear", "the weight is not 2-D")) };
         let values: Vec<f32> = weight.iter().copied().collect();
+        let non_finite = values.iter().filter(|v| !v.is_finite()).count();
+        if non_finite > 0 {
+            let message = format!(
+                "the weight contains {non_finite} NaN or infinite value(s), which INT8 cannot represent; \
+                 repair the weights or keep this layer in f32 with a layer override"
+            );
+            return Err(Error::node(&n.name, "Linear", &message));
+        }
         let (q_weight, scales) = quantize_weight(&values, out, k, config.weights, config.weight_max);
 
         let calibrated = replaced.get(&x).copied().unwrap_or(x);
