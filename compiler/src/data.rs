@@ -115,10 +115,11 @@ pub fn read_regular_file(path: &Path) -> Result<Vec<u8>> {
 const MAX_NPY_HEADER: usize = 1 << 20;
 
 /// Checks that the `.npy` data read from `reader`, `available` bytes in
-/// all, is as long as its header declares. ndarray-npy allocates the
-/// declared size before reading, so a header that overstates the shape
-/// would abort the process on a failed allocation.
-pub fn check_npy_length(reader: &mut impl std::io::Read, available: u64) -> std::result::Result<(), String> {
+/// all, is as long as its header declares, and returns the header's
+/// element type (`descr`). ndarray-npy allocates the declared size before
+/// reading, so a header that overstates the shape would abort the process
+/// on a failed allocation.
+pub fn check_npy_length(reader: &mut impl std::io::Read, available: u64) -> std::result::Result<Option<String>, String> {
     let mut prefix = [0u8; 8];
     reader.read_exact(&mut prefix).map_err(|_| "shorter than an .npy header".to_string())?;
     if &prefix[..6] != b"\x93NUMPY" {
@@ -138,18 +139,18 @@ pub fn check_npy_length(reader: &mut impl std::io::Read, available: u64) -> std:
 
     let (Some(descr), Some(shape)) = (npy_field(&header, "descr"), npy_field(&header, "shape")) else {
         // ndarray-npy reports a malformed header itself.
-        return Ok(());
+        return Ok(None);
     };
     let item_size: Option<u64> = descr.trim_matches(|c| c == '\'' || c == '"').trim_start_matches(|c: char| !c.is_ascii_digit()).parse().ok();
     let dims: Option<Vec<u64>> =
         shape.trim_matches(|c| c == '(' || c == ')').split(',').map(str::trim).filter(|d| !d.is_empty()).map(|d| d.parse().ok()).collect();
     let (Some(item_size), Some(dims)) = (item_size, dims) else {
-        return Ok(());
+        return Ok(Some(descr.to_string()));
     };
     let data = available.saturating_sub((8 + length_bytes + header_len) as u64);
     let needed = dims.iter().try_fold(item_size, |total, &d| total.checked_mul(d));
     match needed {
-        Some(needed) if needed <= data => Ok(()),
+        Some(needed) if needed <= data => Ok(Some(descr.to_string())),
         _ => Err(format!(
             "the header declares shape {shape} of {descr}, more data than the {data} bytes that follow it; \
              the file is cut short or its header is wrong, so write it again"
@@ -177,7 +178,7 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
     };
     let file = open()?;
     let available = file.metadata().map_err(|error| Error::Io { path: path.to_path_buf(), error })?.len();
-    check_npy_length(&mut std::io::BufReader::new(file), available)
+    let descr = check_npy_length(&mut std::io::BufReader::new(file), available)
         .map_err(|message| Error::Input { input: path.display().to_string(), message })?;
     // Try the element types in turn; ndarray-npy rejects a mismatched dtype
     // before reading the data.
@@ -203,7 +204,10 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
     try_type!(bool, Bool);
     Err(Error::Input {
         input: path.display().to_string(),
-        message: "the .npy element type is not one of f32, f64, i64, i32, u8, i8, bool".into(),
+        message: format!(
+            "the .npy element type {} is not one of f32, f64, i64, i32, u8, i8, bool; convert the array, e.g. with numpy's astype",
+            descr.as_deref().unwrap_or("(unreadable)")
+        ),
     })
 }
 

@@ -410,7 +410,8 @@ fn check_npz_member(path: &Path, name: &str) -> Result<()> {
     let member = if archive.index_for_name(&format!("{name}.npy")).is_some() { format!("{name}.npy") } else { name.to_string() };
     let mut entry = archive.by_name(&member).map_err(|e| read_error(format!("array '{name}': {e}")))?;
     let size = entry.size();
-    crate::data::check_npy_length(&mut entry, size).map_err(|message| read_error(format!("array '{name}': {message}")))
+    crate::data::check_npy_length(&mut entry, size).map_err(|message| read_error(format!("array '{name}': {message}")))?;
+    Ok(())
 }
 
 /// Reads one array of an `.npz`, whatever its element type.
