@@ -18,7 +18,10 @@ pub struct Summary {
     /// Number of nodes per operator name, constants and inputs excluded.
     pub op_counts: BTreeMap<String, usize>,
     /// Elements of floating-point and INT8 constants (weights, biases,
-    /// embeddings, quantized weights and their scales).
+    /// embeddings, quantized weights and their scales). A constant whose
+    /// leading axis is the batch and whose batch slices are all equal (a
+    /// class token expanded to the batch) counts one slice, so the count
+    /// does not depend on the batch.
     pub parameters: u64,
     /// Estimated floating-point operations of one run.
     pub flops: u64,
@@ -27,6 +30,7 @@ pub struct Summary {
 impl Summary {
     pub fn of(graph: &Graph) -> Summary {
         let mut summary = Summary::default();
+        let batch = graph.inputs().first().and_then(|&input| graph.fact(input).shape.first().copied()).unwrap_or(1);
         for id in graph.node_ids() {
             let node = graph.node(id);
             match node.op {
@@ -34,7 +38,8 @@ impl Summary {
                 Op::Constant => {
                     let fact = graph.fact(node.outputs[0]);
                     if fact.dtype.is_float() || fact.dtype == crate::tensor::DType::I8 {
-                        summary.parameters += fact.numel() as u64;
+                        let copies = if is_batch_broadcast(graph, node.outputs[0], batch) { batch } else { 1 };
+                        summary.parameters += (fact.numel() / copies) as u64;
                     }
                 }
                 _ => {
@@ -45,6 +50,19 @@ impl Summary {
         }
         summary
     }
+}
+
+/// Returns whether constant `value` has `batch` (above 1) as its leading
+/// axis and the same f32 values in every batch slice.
+fn is_batch_broadcast(graph: &Graph, value: super::graph::ValueId, batch: usize) -> bool {
+    let Some(values) = graph.konst(value).and_then(|t| t.as_f32()) else {
+        return false;
+    };
+    if batch <= 1 || values.ndim() < 2 || values.shape()[0] != batch {
+        return false;
+    }
+    let first = values.index_axis(ndarray::Axis(0), 0);
+    values.outer_iter().skip(1).all(|slice| slice.iter().zip(first.iter()).all(|(a, b)| a.to_bits() == b.to_bits()))
 }
 
 /// Estimated FLOPs of one node (see the module doc for the convention).
