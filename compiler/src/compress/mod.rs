@@ -225,6 +225,7 @@ pub fn compress(graph: &mut Graph, recipe: &Recipe, calibration: Option<&Calibra
         recipe: recipe.to_string(),
         calibration: calibration.map(|c| c.source.clone()),
         calibration_samples: calibration.map_or(0, Calibration::samples),
+        batch: graph.inputs().first().and_then(|&input| graph.fact(input).shape.first().copied()).unwrap_or(1),
         params_before,
         flops_before,
         encoder_flops_before: encoder_before,

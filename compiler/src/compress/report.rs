@@ -127,6 +127,8 @@ pub struct CompressReport {
     pub recipe: String,
     pub calibration: Option<String>,
     pub calibration_samples: usize,
+    /// Batch of the graph whose FLOPs the report gives.
+    pub batch: usize,
     pub params_before: u64,
     pub params_after: u64,
     pub flops_before: u64,
@@ -148,6 +150,7 @@ impl CompressReport {
     /// offset is the same before and after each pass.
     pub fn rebase(&mut self, batch: usize, calibration_batch: usize, param_offset: u64) {
         let flops = |f: &mut u64| *f = (*f as u128 * batch as u128 / calibration_batch.max(1) as u128) as u64;
+        self.batch = batch;
         let params = |p: &mut u64| *p = p.saturating_sub(param_offset);
         params(&mut self.params_before);
         params(&mut self.params_after);
@@ -204,7 +207,10 @@ impl fmt::Display for CompressReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "compression: {}", self.recipe)?;
         if let Some(source) = &self.calibration {
-            writeln!(f, "calibration: {} samples of {source} (FLOPs below are per calibration batch)", self.calibration_samples)?;
+            writeln!(f, "calibration: {} samples of {source}", self.calibration_samples)?;
+        }
+        if self.batch > 1 {
+            writeln!(f, "FLOPs below are for a batch of {}", self.batch)?;
         }
         writeln!(f, "parameters:   {} -> {} ({})", self.params_before, self.params_after, percent(self.params_before, self.params_after))?;
         writeln!(f, "FLOPs:        {} -> {} ({})", self.flops_before, self.flops_after, percent(self.flops_before, self.flops_after))?;
