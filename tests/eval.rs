@@ -417,6 +417,26 @@ fn object_from_other_model_rejected() {
     assert_mentions(&error, &["rebuild it from this model"]);
 }
 
+/// A report from another build of the same model (here at batch 32 beside
+/// an object built for batch 1) would give the object's run the wrong
+/// buffer sizes; eval rejects the pair.
+#[test]
+fn object_with_other_report_rejected() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    for (dir, batch) in dirs.iter().zip([1, 32]) {
+        let mut build = vitc::build::BuildOptions { name: "mnist_vit".into(), ..Default::default() };
+        build.import.input_shapes.insert("input".into(), vec![batch, 1, 28, 28]);
+        let output = vitc::build::build(&mnist_model(), &build).unwrap();
+        vitc::build::write_artifacts(dir.path(), &output).unwrap();
+    }
+    std::fs::copy(dirs[1].path().join("mnist_vit.report.json"), dirs[0].path().join("mnist_vit.report.json")).unwrap();
+    let mut options = mnist_options();
+    options.engine = Engine::Object;
+    options.object = Some(dirs[0].path().join("mnist_vit.o"));
+    let error = eval_error(&options);
+    assert_mentions(&error, &["describes another object"]);
+}
+
 #[test]
 fn object_flag_needs_object_engine() {
     let mut options = mnist_options();

@@ -60,6 +60,9 @@ pub struct BuildReport {
     pub arena_bytes: usize,
     pub weight_bytes: usize,
     pub object_bytes: usize,
+    /// BLAKE3 of the object file, so that `vitc eval --engine object` can
+    /// check that this report describes the object beside it.
+    pub object_blake3: String,
     pub inputs: Vec<(String, Vec<usize>)>,
     pub outputs: Vec<(String, Vec<usize>)>,
     pub stages: Vec<StageTime>,
@@ -173,6 +176,7 @@ pub fn build(model: &Path, options: &BuildOptions) -> Result<BuildOutput> {
         arena_bytes: program.arena_bytes,
         weight_bytes: program.weight_bytes(),
         object_bytes: object.len(),
+        object_blake3: blake3::hash(&object).to_hex().to_string(),
         inputs: program.inputs.iter().map(|t| (t.name.clone(), t.shape.clone())).collect(),
         outputs: program.outputs.iter().map(|t| (t.name.clone(), t.shape.clone())).collect(),
         stages,

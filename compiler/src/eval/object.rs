@@ -56,6 +56,16 @@ pub fn load_object(object: &Path, model: &Path) -> Result<LoadedObject, EvalErro
             format!("it was built from {source}, not from {} (the model files differ); rebuild it from this model", model.display()),
         ));
     }
+    // The shapes below come from the report, and the object writes that
+    // many values, so a report of another build would corrupt memory.
+    let object_bytes = std::fs::read(object).map_err(|e| object_error(object, format!("cannot read it: {e}")))?;
+    let object_hash = blake3::hash(&object_bytes).to_hex().to_string();
+    if report.get("object_blake3").and_then(|h| h.as_str()) != Some(object_hash.as_str()) {
+        return Err(object_error(
+            object,
+            format!("its build report {} describes another object (a different or failed build); rebuild both with vitc build", report_path.display()),
+        ));
+    }
     let name = report.get("name").and_then(|n| n.as_str()).ok_or_else(|| object_error(object, "the build report has no model name"))?.to_string();
     let inputs = report_tensors(&report, "inputs").ok_or_else(|| object_error(object, "the build report has no input shapes"))?;
     let outputs = report_tensors(&report, "outputs").ok_or_else(|| object_error(object, "the build report has no output shapes"))?;
