@@ -239,6 +239,37 @@ fn calibration_cache_skips_interpreter() {
     assert_eq!(print_graph(&first), print_graph(&second));
 }
 
+/// Edited cache files (a channel list of the wrong length, an inverted
+/// range) are recomputed, never used.
+#[test]
+fn tampered_calibration_cache_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = QuantConfig { cache_dir: Some(PathBuf::from(dir.path())), ..QuantConfig::default() };
+    let calibration = calibration_batches(2, BATCH);
+    let mut reference = mnist_graph(BATCH);
+    quantize(&mut reference, &config, &calibration).unwrap();
+    let files: Vec<PathBuf> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let tampers: [(&str, fn(&mut serde_json::Value)); 2] = [
+        ("short channel list", |entry| entry["channel_absmax"] = serde_json::json!([1.0])),
+        ("inverted range", |entry| (entry["min"], entry["max"]) = (serde_json::json!(1.0), serde_json::json!(-1.0))),
+    ];
+    for (case, tamper) in tampers {
+        for file in &files {
+            let mut entries: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+            for entry in entries.as_array_mut().unwrap() {
+                if case != "short channel list" || !entry["channel_absmax"].is_null() {
+                    tamper(entry);
+                }
+            }
+            std::fs::write(file, entries.to_string()).unwrap();
+        }
+        let mut graph = mnist_graph(BATCH);
+        let report = quantize(&mut graph, &config, &calibration).unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert!(report.computed_passes >= 1, "{case}: every pass came from the tampered cache");
+        assert_eq!(print_graph(&graph), print_graph(&reference), "{case}");
+    }
+}
+
 #[test]
 fn printed_ir_shows_quantization() {
     let (graph, report) = quantized(&QuantConfig { calibration: vitc::quant::CalibrationMethod::Entropy, ..QuantConfig::default() });

@@ -277,7 +277,7 @@ fn calibrate_cached(
     let bins = config.histogram_bins;
     let path = config.cache_dir.as_ref().map(|dir| cache::entry_path(dir, graph, taps, pass, bins, calibration));
     if let Some(path) = &path
-        && let Some(stats) = cache::load(path, taps.len())
+        && let Some(stats) = cache::load(path, graph, taps, bins)
     {
         tracing::info!(path = %path.display(), "calibration statistics read from the cache");
         counter.cached += 1;
