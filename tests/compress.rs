@@ -171,15 +171,20 @@ fn prune_nodes_without_unique_names() {
 }
 
 /// A block as large as the matrix is one block, which a ratio of 0.5 must
-/// not remove.
+/// not remove, per layer or globally.
 #[test]
 fn sparsify_keeps_single_block_layers() {
-    let mut graph = mnist_graph(1);
-    let recipe = Recipe::from_toml_str("[[pass]]\nkind = \"sparsify\"\nsparsity = 0.5\nblock = 64\nblock-rows = 128\n").unwrap();
-    let report = compress(&mut graph, &recipe, None).unwrap().report;
-    for layer in &report.passes[0].layers {
-        let sparsity: f64 = layer.detail.trim_start_matches("sparsity ").parse().unwrap();
-        assert!(sparsity <= 0.5, "{}: {}", layer.layer, layer.detail);
+    for granularity in ["layer", "global"] {
+        let mut graph = mnist_graph(1);
+        let text = format!("[[pass]]\nkind = \"sparsify\"\nsparsity = 0.5\nblock = 64\nblock-rows = 128\ngranularity = \"{granularity}\"\n");
+        let report = compress(&mut graph, &Recipe::from_toml_str(&text).unwrap(), None).unwrap().report;
+        for layer in &report.passes[0].layers {
+            let sparsity: f64 = layer.detail.trim_start_matches("sparsity ").parse().unwrap();
+            assert!(sparsity < 1.0, "{granularity}: {} {}", layer.layer, layer.detail);
+            if granularity == "layer" {
+                assert!(sparsity <= 0.5, "{}: {}", layer.layer, layer.detail);
+            }
+        }
     }
 }
 

@@ -458,15 +458,18 @@ fn conv_transpose_override_by_either_name() {
     }
 }
 
-/// INT8 has no NaN, so quantizing a weight with one would turn a broken
-/// layer into finite, wrong outputs; the quantize pass rejects it instead.
+/// INT8 has no NaN, so quantizing a model with one in a weight or bias
+/// would turn a broken layer into finite, wrong outputs; the quantize pass
+/// rejects it instead, naming the constant.
 #[test]
-fn nan_weight_rejected_by_quantize() {
-    let mut graph = mnist_graph(1);
-    let fc1 = graph.node_ids().find(|&n| graph.node(n).name == "/blocks.0/mlp/fc1").expect("fc1 of block 0");
-    scale_constant(&mut graph, fc1, 1, |i, _| if i == 5 { f32::NAN } else { 1.0 });
-    let config = QuantConfig { activations: vitc::quant::ActivationMode::Dynamic, smoothing_alpha: None, ..QuantConfig::default() };
-    let error = quantize(&mut graph, &config, &[]).unwrap_err().to_string();
-    assert!(error.contains("/blocks.0/mlp/fc1"), "{error}");
-    assert!(error.contains("1 NaN or infinite value"), "{error}");
+fn nan_constant_rejected_by_quantize() {
+    for (slot, what) in [(1, "weight"), (2, "bias")] {
+        let mut graph = mnist_graph(1);
+        let fc1 = graph.node_ids().find(|&n| graph.node(n).name == "/blocks.0/mlp/fc1").expect("fc1 of block 0");
+        scale_constant(&mut graph, fc1, slot, |i, _| if i == 5 { f32::NAN } else { 1.0 });
+        let config = QuantConfig { activations: vitc::quant::ActivationMode::Dynamic, smoothing_alpha: None, ..QuantConfig::default() };
+        let error = quantize(&mut graph, &config, &[]).unwrap_err().to_string();
+        assert!(error.contains(&format!("/blocks.0/mlp/fc1/{what}")), "{error}");
+        assert!(error.contains("1 NaN value"), "{error}");
+    }
 }

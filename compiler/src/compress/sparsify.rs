@@ -64,7 +64,15 @@ pub fn run(graph: &Graph, layers: &[NodeId], spec: &SparsifySpec) -> Result<Pass
         SparsityGranularity::Layer => norms_of.iter().map(|norms| threshold(norms, spec.sparsity)).collect(),
         SparsityGranularity::Global => {
             let all: Vec<f32> = norms_of.iter().flatten().copied().collect();
-            vec![threshold(&all, spec.sparsity); norms_of.len()]
+            let global = threshold(&all, spec.sparsity);
+            // A layer keeps at least its largest block: one with every
+            // weight zero would cut the network at that point.
+            let mut limits = Vec::with_capacity(norms_of.len());
+            for norms in &norms_of {
+                let largest = norms.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                limits.push(global.min(largest));
+            }
+            limits
         }
     };
 

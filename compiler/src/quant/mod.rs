@@ -47,6 +47,7 @@ use crate::tensor::{DType, Tensor};
 /// the model's single input, of the input's bound shape.
 pub fn quantize(graph: &mut Graph, config: &QuantConfig, calibration: &[Tensor]) -> Result<QuantReport> {
     config.validate()?;
+    reject_nan_constants(graph)?;
     let mut counter = PassCounter::default();
 
     // Step 1 of 5: precisions. A split graph computes the same f32 function
@@ -318,6 +319,27 @@ fn compare(reference: &Graph, quantized: &Graph, pairs: &[(ValueId, ValueId)], c
 
 fn f32_slice(tensor: &Tensor) -> Result<&[f32]> {
     tensor.as_f32().and_then(|a| a.as_slice()).ok_or_else(|| Error::Internal("expected a contiguous f32 tensor".into()))
+}
+
+/// Rejects a NaN in any f32 constant. In f32 it reaches the outputs, but
+/// INT8 has no NaN: a quantized layer after it would turn it into finite,
+/// wrong values. Infinities stay allowed, since attention masks use them.
+fn reject_nan_constants(graph: &Graph) -> Result<()> {
+    for node in graph.node_ids() {
+        if graph.node(node).op != Op::Constant {
+            continue;
+        }
+        let value = graph.node(node).outputs[0];
+        let Some(values) = graph.konst(value).and_then(|t| t.as_f32()) else { continue };
+        let nan = values.iter().filter(|v| v.is_nan()).count();
+        if nan > 0 {
+            return Err(Error::Quant(format!(
+                "constant '{}' contains {nan} NaN value(s), which INT8 would turn into finite, wrong results; repair the model's weights first",
+                graph.value(value).name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Returns a setting as a recipe spells it (`per-channel`, `min-max`).
