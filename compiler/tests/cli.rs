@@ -357,6 +357,13 @@ fn output_folder_checked_first() {
     assert_clean_failure(&out, "the folder /no-such-folder does not exist");
     let out = vitc(&["analyze", &model, "--data", &data, "--max-drop", "0.5", "--save-recipe", "/tmp"]);
     assert_clean_failure(&out, "is a folder");
+    // A copy, so that a failing check cannot overwrite the cached labels.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("labels.npy");
+    std::fs::copy(&labels, &copy).unwrap();
+    let copy = copy.to_string_lossy().to_string();
+    let out = vitc(&["eval", &model, "--data", &data, "--labels", &copy, "--json", &copy]);
+    assert_clean_failure(&out, "is also an input of this command");
 }
 
 /// A u8 `.npy` is pixels, normalized with the model's stored mean and

@@ -69,7 +69,7 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
     }
     for (path, option) in [(&args.json, "--json"), (&args.save_recipe, "--save-recipe")] {
         if let Some(path) = path {
-            super::check_output_file(path, option)?;
+            super::check_output_file(path, option, &[args.model.as_path(), args.data.as_path()])?;
         }
     }
     let onnx = vitc::onnx::OnnxModel::load(&args.model)?;

@@ -105,7 +105,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         anyhow::bail!("--threads must be at most 256 (0 means one per core)");
     }
     if let Some(path) = &args.json {
-        super::check_output_file(path, "--json")?;
+        let mut inputs = vec![args.model.as_path(), args.data.as_path()];
+        inputs.extend(args.labels.as_deref());
+        inputs.extend(args.reference.as_deref());
+        inputs.extend(args.compress.calib_data.as_deref());
+        super::check_output_file(path, "--json", &inputs)?;
     }
     // The spec stored with the model gives the defaults; options override it.
     let spec = PreprocessSpec::for_model(&args.model)?.unwrap_or_default();

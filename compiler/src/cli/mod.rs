@@ -113,13 +113,23 @@ fn parse_input_shape(spec: &str) -> Result<(String, Vec<usize>)> {
 
 /// Checks, before any work, that the file `path` given with `option` can
 /// be written later: its folder exists and the path is not a folder.
-pub fn check_output_file(path: &std::path::Path, option: &str) -> Result<()> {
+/// It must not be one of `inputs` either, which the command reads first.
+pub fn check_output_file(path: &std::path::Path, option: &str, inputs: &[&std::path::Path]) -> Result<()> {
     if path.is_dir() {
         bail!("{option} {}: is a folder; give a file path", path.display());
     }
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if folder.exists() && !folder.is_dir() {
+        bail!("{option} {}: {} is a file, not a folder", path.display(), folder.display());
+    }
     if !folder.is_dir() {
         bail!("{option} {}: the folder {} does not exist; create it first", path.display(), folder.display());
+    }
+    let canonical = |p: &std::path::Path| p.canonicalize().ok();
+    if let Some(output) = canonical(path)
+        && inputs.iter().any(|input| canonical(input).as_ref() == Some(&output))
+    {
+        bail!("{option} {}: is also an input of this command, which would be overwritten; give another path", path.display());
     }
     Ok(())
 }

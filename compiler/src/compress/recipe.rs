@@ -425,8 +425,9 @@ impl Recipe {
         Ok(recipe)
     }
 
-    /// Reads, parses and validates a recipe file. A relative calibration
-    /// path is taken relative to the recipe's folder.
+    /// Reads, parses and validates a recipe file. Relative paths (the
+    /// calibration data, load-weights files and a quantize cache-dir) are
+    /// taken relative to the recipe's folder.
     pub fn from_file(path: &Path) -> Result<Recipe> {
         let text = std::fs::read_to_string(path).map_err(|error| Error::Io { path: path.to_path_buf(), error })?;
         let mut recipe = Recipe::from_toml_str(&text)
@@ -436,11 +437,16 @@ impl Recipe {
         {
             recipe.calibration.data = Some(dir.join(data));
         }
+        let Some(dir) = path.parent() else { return Ok(recipe) };
         for pass in &mut recipe.passes {
-            if let (PassSpec::LoadWeights(spec), Some(dir)) = (pass, path.parent())
-                && spec.path.is_relative()
-            {
-                spec.path = dir.join(&spec.path);
+            match pass {
+                PassSpec::LoadWeights(spec) if spec.path.is_relative() => spec.path = dir.join(&spec.path),
+                PassSpec::Quantize(config) => {
+                    if let Some(cache) = config.cache_dir.as_mut().filter(|c| c.is_relative() && !c.as_os_str().is_empty()) {
+                        *cache = dir.join(&*cache);
+                    }
+                }
+                _ => {}
             }
         }
         Ok(recipe)

@@ -151,7 +151,7 @@ impl QuantConfig {
                 return invalid("layers.name", "an empty name would match every node; give part of a node name".into());
             }
         }
-        if self.cache_dir.as_ref().is_some_and(|dir| dir.as_os_str().is_empty()) {
+        if self.cache_dir.as_ref().is_some_and(|dir| dir.to_string_lossy().trim().is_empty()) {
             return invalid("cache-dir", "an empty path; give a folder, or leave the key out for the default".into());
         }
         Ok(())
