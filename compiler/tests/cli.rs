@@ -391,6 +391,22 @@ fn run_reads_u8_and_f64_npy() {
     assert!(max_abs_diff(&outputs[1], &outputs[2]) < 1e-4, "f64 and f32 inputs differ");
 }
 
+/// u8 calibration pixels for a model without MODEL.preprocess.json get a
+/// guessed normalization, and the log says so.
+#[test]
+fn unnormalized_calibration_pixels_warn() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("mnist_vit.onnx");
+    std::fs::copy(mnist_model(), &model).unwrap();
+    let pixels = cache("data/mnist/train_images.npy").to_string_lossy().to_string();
+    let args = ["--int8", "static", "--calib-data", pixels.as_str(), "--calib-samples", "32", "--summary-only"];
+    let out = vitc(&[&["inspect", model.to_str().unwrap()], &args[..]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no mean or std is known"), "{}", stderr(&out));
+    let out = vitc(&[&["inspect", mnist_model().as_str()], &args[..]].concat());
+    assert!(!stderr(&out).contains("no mean or std is known"), "{}", stderr(&out));
+}
+
 #[test]
 fn missed_prune_target_warns() {
     let dir = tempfile::tempdir().unwrap();

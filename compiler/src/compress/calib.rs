@@ -40,6 +40,14 @@ impl Calibration {
             }
         };
         let dataset = Dataset::open_unlabeled(data, &batch_shape[1..], normalize).map_err(data_error)?;
+        if !dataset.is_preprocessed() && normalize.mean.is_none() && normalize.std.is_none() {
+            tracing::warn!(
+                data = %data.display(),
+                "the calibration data are pixels (u8 or image files) and no mean or std is known for this model, so they are \
+                 scaled to [0, 1] and normalized with ImageNet's mean and std for 3 channels, none otherwise; if the model \
+                 expects other values, write MODEL.preprocess.json beside it (see the README)"
+            );
+        }
         let count = samples.min(dataset.len()) / batch * batch;
         if count == 0 {
             return Err(Error::Compress(format!(
