@@ -114,12 +114,22 @@ pub fn read_regular_file(path: &Path) -> Result<Vec<u8>> {
 /// padded to a multiple of 64 bytes and rarely pass 200.
 const MAX_NPY_HEADER: usize = 1 << 20;
 
+/// What an `.npy` header declares.
+pub struct NpyHeader {
+    /// Element type, such as `'<f4'`.
+    pub descr: String,
+    /// Shape, when the header's text parses.
+    pub shape: Option<Vec<usize>>,
+    pub fortran_order: bool,
+}
+
 /// Checks that the `.npy` data read from `reader`, `available` bytes in
-/// all, is as long as its header declares, and returns the header's
-/// element type (`descr`). ndarray-npy allocates the declared size before
-/// reading, so a header that overstates the shape would abort the process
-/// on a failed allocation.
-pub fn check_npy_length(reader: &mut impl std::io::Read, available: u64) -> std::result::Result<Option<String>, String> {
+/// all, is as long as its header declares, and returns the header (`None`
+/// when it is malformed, which ndarray-npy then reports). It leaves
+/// `reader` at the start of the data. ndarray-npy allocates the declared
+/// size before reading, so a header that overstates the shape would abort
+/// the process on a failed allocation.
+pub fn check_npy_length(reader: &mut impl std::io::Read, available: u64) -> std::result::Result<Option<NpyHeader>, String> {
     let mut prefix = [0u8; 8];
     reader.read_exact(&mut prefix).map_err(|_| "shorter than an .npy header".to_string())?;
     if &prefix[..6] != b"\x93NUMPY" {
@@ -144,13 +154,18 @@ pub fn check_npy_length(reader: &mut impl std::io::Read, available: u64) -> std:
     let item_size: Option<u64> = descr.trim_matches(|c| c == '\'' || c == '"').trim_start_matches(|c: char| !c.is_ascii_digit()).parse().ok();
     let dims: Option<Vec<u64>> =
         shape.trim_matches(|c| c == '(' || c == ')').split(',').map(str::trim).filter(|d| !d.is_empty()).map(|d| d.parse().ok()).collect();
+    let parsed = NpyHeader {
+        descr: descr.to_string(),
+        shape: dims.as_ref().map(|d| d.iter().map(|&v| v as usize).collect()),
+        fortran_order: npy_field(&header, "fortran_order") == Some("True"),
+    };
     let (Some(item_size), Some(dims)) = (item_size, dims) else {
-        return Ok(Some(descr.to_string()));
+        return Ok(Some(parsed));
     };
     let data = available.saturating_sub((8 + length_bytes + header_len) as u64);
     let needed = dims.iter().try_fold(item_size, |total, &d| total.checked_mul(d));
     match needed {
-        Some(needed) if needed <= data => Ok(Some(descr.to_string())),
+        Some(needed) if needed <= data => Ok(Some(parsed)),
         _ => Err(format!(
             "the header declares shape {shape} of {descr}, more data than the {data} bytes that follow it; \
              the file is cut short or its header is wrong, so write it again"
@@ -167,6 +182,63 @@ fn npy_field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     Some(rest[..end].trim())
 }
 
+/// Reads at most the first `max_rows` entries of the leading axis of an
+/// `.npy` file, and only those bytes, so that a few calibration samples
+/// taken from a large file cost little memory. Other layouts than C-order
+/// little-endian f32, f64, u8 and i8 are read whole by [`read_npy`] and
+/// then cut.
+pub fn read_npy_rows(path: &Path, max_rows: usize) -> Result<Tensor> {
+    use std::io::Read;
+    check_regular_file(path)?;
+    let io_error = |error| Error::Io { path: path.to_path_buf(), error };
+    let file = std::fs::File::open(path).map_err(io_error)?;
+    let available = file.metadata().map_err(io_error)?.len();
+    let mut reader = std::io::BufReader::new(file);
+    let header = check_npy_length(&mut reader, available).map_err(|message| Error::Input { input: path.display().to_string(), message })?;
+    let item = header.as_ref().filter(|h| !h.fortran_order).and_then(|h| match h.descr.trim_matches('\'') {
+        "<f4" => Some(4),
+        "<f8" => Some(8),
+        "|u1" | "|i1" => Some(1),
+        _ => None,
+    });
+    let (Some(header), Some(item)) = (header, item) else {
+        return Ok(first_rows(read_npy(path)?, max_rows));
+    };
+    let Some(shape) = header.shape.filter(|s| !s.is_empty()) else {
+        return read_npy(path);
+    };
+    let mut kept = shape.clone();
+    kept[0] = kept[0].min(max_rows);
+    let count: usize = kept.iter().product();
+    let mut bytes = vec![0u8; count * item];
+    reader.read_exact(&mut bytes).map_err(io_error)?;
+    let dims = ndarray::IxDyn(&kept);
+    let shape_error = |e: ndarray::ShapeError| Error::Internal(format!("{}: {e}", path.display()));
+    Ok(match header.descr.trim_matches('\'') {
+        "<f4" => {
+            let values = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            Tensor::F32(ArrayD::from_shape_vec(dims, values).map_err(shape_error)?)
+        }
+        "<f8" => {
+            let values = bytes.chunks_exact(8).map(|c| f64::from_le_bytes(std::array::from_fn(|i| c[i]))).collect();
+            Tensor::F64(ArrayD::from_shape_vec(dims, values).map_err(shape_error)?)
+        }
+        "|u1" => Tensor::U8(ArrayD::from_shape_vec(dims, bytes).map_err(shape_error)?),
+        _ => Tensor::I8(ArrayD::from_shape_vec(dims, bytes.into_iter().map(|b| b as i8).collect()).map_err(shape_error)?),
+    })
+}
+
+/// Keeps the first `rows` entries of the leading axis.
+fn first_rows(tensor: Tensor, rows: usize) -> Tensor {
+    crate::map_tensor_same!(tensor, a => {
+        if a.ndim() == 0 || a.shape()[0] <= rows {
+            a
+        } else {
+            a.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..rows)).to_owned()
+        }
+    })
+}
+
 /// Reads an `.npy` file as a tensor (f32, f64, i64, i32, u8, i8 or bool).
 pub fn read_npy(path: &Path) -> Result<Tensor> {
     use ndarray_npy::ReadNpyExt;
@@ -179,7 +251,8 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
     let file = open()?;
     let available = file.metadata().map_err(|error| Error::Io { path: path.to_path_buf(), error })?.len();
     let descr = check_npy_length(&mut std::io::BufReader::new(file), available)
-        .map_err(|message| Error::Input { input: path.display().to_string(), message })?;
+        .map_err(|message| Error::Input { input: path.display().to_string(), message })?
+        .map(|header| header.descr);
     // Try the element types in turn; ndarray-npy rejects a mismatched dtype
     // before reading the data.
     match ArrayD::<f32>::read_npy(open()?) {
@@ -317,6 +390,22 @@ pub(crate) mod tests {
         bytes.extend_from_slice(header.as_bytes());
         bytes.extend(std::iter::repeat_n(0u8, values * 4));
         bytes
+    }
+
+    #[test]
+    fn npy_rows_read_only_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let values = ArrayD::from_shape_vec(ndarray::IxDyn(&[5, 2]), (0..10).map(|v| v as f32).collect()).unwrap();
+        let pixels = values.mapv(|v| v as u8);
+        for tensor in [Tensor::F32(values.clone()), Tensor::U8(pixels), Tensor::I64(values.mapv(|v| v as i64))] {
+            let path = dir.path().join("rows.npy");
+            write_npy(&path, &tensor).unwrap();
+            let rows = read_npy_rows(&path, 3).unwrap();
+            assert_eq!(rows.dtype(), tensor.dtype());
+            assert_eq!(rows.shape(), &[3, 2]);
+            assert_eq!(first_rows(tensor, 3), rows);
+            assert_eq!(read_npy_rows(&path, 99).unwrap().shape(), &[5, 2]);
+        }
     }
 
     #[test]

@@ -39,7 +39,7 @@ impl Calibration {
                 Error::Compress(format!("calibration data {path}: {message}"))
             }
         };
-        let dataset = Dataset::open_unlabeled(data, &batch_shape[1..], normalize).map_err(data_error)?;
+        let dataset = Dataset::open_unlabeled(data, &batch_shape[1..], normalize, samples).map_err(data_error)?;
         if !dataset.is_preprocessed() && normalize.mean.is_none() && normalize.std.is_none() {
             tracing::warn!(
                 data = %data.display(),

@@ -244,8 +244,9 @@ impl Dataset {
     /// Opens samples whose labels are not needed, such as calibration data:
     /// a `.npy` of samples needs no labels file, an `.npz` no `labels`
     /// array, and a folder may contain its images directly, without class
-    /// subfolders. Samples without a label get label 0.
-    pub fn open_unlabeled(path: &Path, sample_shape: &[usize], normalize: &NormalizeOptions) -> Result<Dataset> {
+    /// subfolders. Samples without a label get label 0. Of a `.npy`, only
+    /// the first `max_samples` are read.
+    pub fn open_unlabeled(path: &Path, sample_shape: &[usize], normalize: &NormalizeOptions, max_samples: usize) -> Result<Dataset> {
         let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         if extension == "npz" && path.is_file() {
             return open_npz(path, sample_shape, normalize, false);
@@ -256,7 +257,7 @@ impl Dataset {
         if extension != "npy" || !path.is_file() {
             return Dataset::open(path, None, sample_shape, normalize);
         }
-        let samples = read_npy(path)?;
+        let samples = crate::data::read_npy_rows(path, max_samples)?;
         let count = samples.shape().first().copied().unwrap_or(0);
         from_arrays(path, path, &path.display().to_string(), samples, vec![0; count], sample_shape, normalize)
     }
@@ -670,7 +671,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("images.npz");
         write_npz_members(&path, &[("images.npy", crate::data::tests::npy_bytes("(3, 1, 2, 2)", 12))]);
-        let dataset = Dataset::open_unlabeled(&path, &[1, 2, 2], &NormalizeOptions::default()).unwrap();
+        let dataset = Dataset::open_unlabeled(&path, &[1, 2, 2], &NormalizeOptions::default(), usize::MAX).unwrap();
         assert_eq!(dataset.len(), 3);
         let error = Dataset::open(&path, None, &[1, 2, 2], &NormalizeOptions::default()).err().expect("rejected").to_string();
         assert!(error.contains("labels"), "{error}");
@@ -869,7 +870,7 @@ mod tests {
         for index in 0..3 {
             image::GrayImage::from_pixel(4, 4, image::Luma([255u8])).save(dir.path().join(format!("{index}.png"))).unwrap();
         }
-        let dataset = Dataset::open_unlabeled(dir.path(), &[1, 2, 2], &NormalizeOptions::default()).unwrap();
+        let dataset = Dataset::open_unlabeled(dir.path(), &[1, 2, 2], &NormalizeOptions::default(), usize::MAX).unwrap();
         assert_eq!(dataset.len(), 3);
         let error = Dataset::open(dir.path(), None, &[1, 2, 2], &NormalizeOptions::default()).err().expect("rejected").to_string();
         assert!(error.contains("no class subfolders"), "{error}");
