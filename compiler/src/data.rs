@@ -114,7 +114,7 @@ pub fn read_regular_file(path: &Path) -> Result<Vec<u8>> {
 /// padded to a multiple of 64 bytes and rarely pass 200.
 const MAX_NPY_HEADER: usize = 1 << 20;
 
-/// What an `.npy` header declares.
+/// The fields of an `.npy` header.
 pub struct NpyHeader {
     /// Element type, such as `'<f4'`.
     pub descr: String,
