@@ -341,6 +341,9 @@ fn sensitivity_analysis_and_search() {
     };
     let sensitivity = analyze(&graph, &calibration, &options).expect("analysis runs");
     println!("{sensitivity}");
+    // Half of the 4 batches fit the passes, the other half is measured.
+    assert!(sensitivity.held_out);
+    assert_eq!((sensitivity.fit_samples, sensitivity.samples), (64, 64));
 
     // Every attention and MLP unit is measured at both ratios, and the
     // larger ratio always saves more FLOPs.

@@ -50,7 +50,13 @@ pub struct SearchResult {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Sensitivity {
+    /// Samples the measurements use.
     pub samples: usize,
+    /// Samples the passes fit on (importance, distill): the other
+    /// calibration batches, or the same ones when there is only one.
+    pub fit_samples: usize,
+    /// Whether the measured samples differ from the fitted ones.
+    pub held_out: bool,
     pub importance: String,
     pub distill: bool,
     pub units: Vec<UnitResult>,
@@ -60,6 +66,9 @@ pub struct Sensitivity {
 /// Runs the analysis on a canonical graph bound to the calibration batch.
 pub fn analyze(graph: &Graph, calibration: &Calibration, options: &AnalyzeOptions) -> Result<Sensitivity> {
     calibration.check_against(graph)?;
+    let held_out = calibration.batches.len() >= 2;
+    let (fit, measured) = split(calibration);
+    let (fit, calibration) = (&fit, &measured);
     let units = Units::find(graph);
     let names = encoder_names(graph);
     let total = encoder_flops(graph, &names) as f64;
@@ -73,7 +82,7 @@ pub fn analyze(graph: &Graph, calibration: &Calibration, options: &AnalyzeOption
             let Ok(recipe) = prune_recipe(&ratios, options) else { continue };
             let mut student = graph.clone();
             // A ratio that would empty a unit is skipped, not an error.
-            if let Err(error) = compress(&mut student, &recipe, Some(calibration)) {
+            if let Err(error) = compress(&mut student, &recipe, Some(fit)) {
                 tracing::warn!(unit, ratio, %error, "unit skipped");
                 continue;
             }
@@ -86,16 +95,32 @@ pub fn analyze(graph: &Graph, calibration: &Calibration, options: &AnalyzeOption
     }
 
     let search = match options.max_drop {
-        Some(budget) if classifier => Some(search(graph, calibration, options, &results, budget, &teacher, &names, total)?),
+        Some(budget) if classifier => Some(search(graph, (fit, calibration), options, &results, budget, &teacher, &names, total)?),
         _ => None,
     };
     Ok(Sensitivity {
         samples: calibration.samples(),
+        fit_samples: fit.samples(),
+        held_out,
         importance: format!("{:?}", options.importance).to_lowercase(),
         distill: options.distill,
         units: results,
         search,
     })
+}
+
+/// Splits the calibration batches into the first half, which the passes
+/// fit on, and the rest, which the measurements use, so that a refit is
+/// not judged on the samples it was fitted to. One batch serves both.
+fn split(calibration: &Calibration) -> (Calibration, Calibration) {
+    let half = calibration.batches.len().div_ceil(2);
+    let source = calibration.source.clone();
+    if calibration.batches.len() < 2 {
+        return (calibration.clone(), calibration.clone());
+    }
+    let fit = Calibration { batches: calibration.batches[..half].to_vec(), source: source.clone() };
+    let measured = Calibration { batches: calibration.batches[half..].to_vec(), source };
+    (fit, measured)
 }
 
 fn prune_recipe(ratios: &BTreeMap<String, f64>, options: &AnalyzeOptions) -> Result<Recipe> {
@@ -126,7 +151,7 @@ fn agreement_drop(error: &OutputError) -> f64 {
 #[allow(clippy::too_many_arguments)]
 fn search(
     graph: &Graph,
-    calibration: &Calibration,
+    (fit, calibration): (&Calibration, &Calibration),
     options: &AnalyzeOptions,
     results: &[UnitResult],
     budget: f64,
@@ -138,7 +163,7 @@ fn search(
         let recipe = prune_recipe(ratios, options)?;
         let mut student = graph.clone();
         if !ratios.is_empty() {
-            compress(&mut student, &recipe, Some(calibration))?;
+            compress(&mut student, &recipe, Some(fit))?;
         }
         let (rows, _) = run_rows(&student, calibration, &[], "searched recipe")?;
         let error = OutputError::measure(&rows, teacher, calibration.samples(), true);
@@ -195,7 +220,20 @@ fn search(
 impl fmt::Display for Sensitivity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let refit = if self.distill { ", each refit by distill" } else { "" };
-        writeln!(f, "sensitivity on {} calibration samples ({} importance{refit})", self.samples, self.importance)?;
+        if !self.held_out {
+            writeln!(
+                f,
+                "sensitivity on {} calibration samples ({} importance{refit}), fitted and measured on the same samples; \
+                 give two batches or more to measure on held-out ones",
+                self.samples, self.importance
+            )?;
+        } else {
+            writeln!(
+                f,
+                "sensitivity on {} held-out calibration samples, passes fitted on {} others ({} importance{refit})",
+                self.samples, self.fit_samples, self.importance
+            )?;
+        }
         writeln!(f, "{:<28} {:>6} {:>12} {:>10} {:>10} {:>10}", "unit", "ratio", "FLOPs saved", "agreement", "rel.error", "cosine")?;
         for r in &self.units {
             let agreement = r.error.top1_agreement.map_or("-".to_string(), |a| format!("{:.2}%", a * 100.0));
