@@ -48,7 +48,15 @@ impl Calibration {
                  expects other values, write MODEL.preprocess.json beside it (see the README)"
             );
         }
-        let count = samples.min(dataset.len()) / batch * batch;
+        let available = samples.min(dataset.len());
+        let count = available / batch * batch;
+        if count > 0 && count < available {
+            tracing::warn!(
+                data = %data.display(),
+                "calibration uses {count} of {available} samples: whole batches of {batch} only, so the last {} are left out",
+                available - count
+            );
+        }
         if count == 0 {
             return Err(Error::Compress(format!(
                 "calibration data {}: {} of its {} sample(s) are used, fewer than one batch of {batch}; \

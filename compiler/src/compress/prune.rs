@@ -117,7 +117,18 @@ fn select_uniform(units: &Units, spec: &PruneSpec, scores: &Scores) -> Selection
         .iter()
         .zip(&scores.neurons)
         .map(|(unit, s)| {
-            let keep = round_up(kept_count(s.len(), unit_ratio(spec, &unit.name, spec.neurons)), spec.neuron_multiple, s.len());
+            let ratio = unit_ratio(spec, &unit.name, spec.neurons);
+            let keep = round_up(kept_count(s.len(), ratio), spec.neuron_multiple, s.len());
+            if ratio > 0.0 && keep == s.len() {
+                tracing::warn!(
+                    unit = %unit.name,
+                    "prune: neuron ratio {ratio} removes no neuron of {}, because keeping a multiple of neuron-multiple = {} \
+                     keeps all {}; lower neuron-multiple",
+                    unit.name,
+                    spec.neuron_multiple,
+                    s.len()
+                );
+            }
             top_indices(s, keep)
         })
         .collect();
