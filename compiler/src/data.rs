@@ -188,33 +188,41 @@ fn npy_field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
 /// little-endian f32, f64, u8 and i8 are read whole by [`read_npy`] and
 /// then cut.
 pub fn read_npy_rows(path: &Path, max_rows: usize) -> Result<Tensor> {
-    use std::io::Read;
     check_regular_file(path)?;
     let io_error = |error| Error::Io { path: path.to_path_buf(), error };
     let file = std::fs::File::open(path).map_err(io_error)?;
     let available = file.metadata().map_err(io_error)?.len();
     let mut reader = std::io::BufReader::new(file);
     let header = check_npy_length(&mut reader, available).map_err(|message| Error::Input { input: path.display().to_string(), message })?;
-    let item = header.as_ref().filter(|h| !h.fortran_order).and_then(|h| match h.descr.trim_matches('\'') {
-        "<f4" => Some(4),
-        "<f8" => Some(8),
-        "|u1" | "|i1" => Some(1),
-        _ => None,
-    });
-    let (Some(header), Some(item)) = (header, item) else {
-        return Ok(first_rows(read_npy(path)?, max_rows));
+    match header.map(|h| npy_rows_from(&mut reader, &h, max_rows)).transpose().map_err(io_error)?.flatten() {
+        Some(tensor) => Ok(tensor),
+        None => Ok(first_rows(read_npy(path)?, max_rows)),
+    }
+}
+
+/// Reads the first `max_rows` entries of the leading axis from `reader`,
+/// which is at the start of the data that `header` describes. Returns
+/// `None` for layouts other than C-order little-endian f32, f64, u8 and
+/// i8, and for scalars.
+pub fn npy_rows_from(reader: &mut impl std::io::Read, header: &NpyHeader, max_rows: usize) -> std::io::Result<Option<Tensor>> {
+    let descr = header.descr.trim_matches('\'');
+    let item = match descr {
+        "<f4" => 4,
+        "<f8" => 8,
+        "|u1" | "|i1" => 1,
+        _ => return Ok(None),
     };
-    let Some(shape) = header.shape.filter(|s| !s.is_empty()) else {
-        return read_npy(path);
+    let Some(shape) = header.shape.as_ref().filter(|s| !s.is_empty() && !header.fortran_order) else {
+        return Ok(None);
     };
     let mut kept = shape.clone();
     kept[0] = kept[0].min(max_rows);
     let count: usize = kept.iter().product();
     let mut bytes = vec![0u8; count * item];
-    reader.read_exact(&mut bytes).map_err(io_error)?;
+    reader.read_exact(&mut bytes)?;
     let dims = ndarray::IxDyn(&kept);
-    let shape_error = |e: ndarray::ShapeError| Error::Internal(format!("{}: {e}", path.display()));
-    Ok(match header.descr.trim_matches('\'') {
+    let shape_error = |e: ndarray::ShapeError| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    Ok(Some(match descr {
         "<f4" => {
             let values = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             Tensor::F32(ArrayD::from_shape_vec(dims, values).map_err(shape_error)?)
@@ -225,7 +233,7 @@ pub fn read_npy_rows(path: &Path, max_rows: usize) -> Result<Tensor> {
         }
         "|u1" => Tensor::U8(ArrayD::from_shape_vec(dims, bytes).map_err(shape_error)?),
         _ => Tensor::I8(ArrayD::from_shape_vec(dims, bytes.into_iter().map(|b| b as i8).collect()).map_err(shape_error)?),
-    })
+    }))
 }
 
 /// Keeps the first `rows` entries of the leading axis.

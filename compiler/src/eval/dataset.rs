@@ -235,7 +235,7 @@ impl Dataset {
                 if labels.is_some() {
                     return Err(DatasetError::UnexpectedLabels { path: path.to_path_buf() });
                 }
-                open_npz(path, sample_shape, normalize, true)
+                open_npz(path, sample_shape, normalize, true, None)
             }
             _ => Err(DatasetError::Format { path: path.to_path_buf() }),
         }
@@ -244,12 +244,12 @@ impl Dataset {
     /// Opens samples whose labels are not needed, such as calibration data:
     /// a `.npy` of samples needs no labels file, an `.npz` no `labels`
     /// array, and a folder may contain its images directly, without class
-    /// subfolders. Samples without a label get label 0. Of a `.npy`, only
-    /// the first `max_samples` are read.
+    /// subfolders. Samples without a label get label 0. Of an `.npy` or
+    /// `.npz`, only the first `max_samples` are read.
     pub fn open_unlabeled(path: &Path, sample_shape: &[usize], normalize: &NormalizeOptions, max_samples: usize) -> Result<Dataset> {
         let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         if extension == "npz" && path.is_file() {
-            return open_npz(path, sample_shape, normalize, false);
+            return open_npz(path, sample_shape, normalize, false, Some(max_samples));
         }
         if path.is_dir() {
             return open_folder(path, sample_shape, normalize, false);
@@ -374,9 +374,9 @@ fn open_npy(path: &Path, labels_path: &Path, sample_shape: &[usize], normalize: 
 }
 
 /// Opens an `.npz` with an `images` and a `labels` array. Without
-/// `need_labels` the `labels` array may be missing, and every sample then
-/// gets label 0.
-fn open_npz(path: &Path, sample_shape: &[usize], normalize: &NormalizeOptions, need_labels: bool) -> Result<Dataset> {
+/// `need_labels` the `labels` array is not read (it may be missing), every
+/// sample gets label 0, and only the first `max_samples` images are read.
+fn open_npz(path: &Path, sample_shape: &[usize], normalize: &NormalizeOptions, need_labels: bool, max_samples: Option<usize>) -> Result<Dataset> {
     let read_error = |message: String| DatasetError::Read { path: path.to_path_buf(), message };
     let file = File::open(path).map_err(|e| read_error(e.to_string()))?;
     let mut reader = NpzReader::new(file).map_err(|e| read_error(format!("not a valid .npz archive: {e}")))?;
@@ -391,8 +391,12 @@ fn open_npz(path: &Path, sample_shape: &[usize], normalize: &NormalizeOptions, n
     }
 
     let images_location = format!("{}, array 'images'", path.display());
-    let images = read_npz_array(&mut reader, path, "images", &images_location)?;
-    let labels = if has("labels") {
+    let images = match npz_member_rows(path, "images", max_samples.filter(|_| !need_labels))? {
+        Some(images) => images,
+        None => read_npz_array(&mut reader, path, "images", &images_location)?,
+    };
+    // Calibration needs no labels, and its images may be cut short.
+    let labels = if need_labels {
         let labels_location = format!("{}, array 'labels'", path.display());
         let labels = read_npz_array(&mut reader, path, "labels", &labels_location)?;
         labels_from_tensor(labels, &labels_location)?
@@ -405,14 +409,25 @@ fn open_npz(path: &Path, sample_shape: &[usize], normalize: &NormalizeOptions, n
 /// Checks that the `.npz` member `name` contains as much data as its header
 /// declares (see [`crate::data::check_npy_length`]).
 fn check_npz_member(path: &Path, name: &str) -> Result<()> {
+    npz_member_rows(path, name, None).map(|_| ())
+}
+
+/// Checks the `.npz` member `name` like [`check_npz_member`] and, with
+/// `max_rows`, returns its first rows, decompressing no more than those
+/// (`None` for a layout that [`crate::data::npy_rows_from`] does not read).
+fn npz_member_rows(path: &Path, name: &str, max_rows: Option<usize>) -> Result<Option<Tensor>> {
     let read_error = |message: String| DatasetError::Read { path: path.to_path_buf(), message };
     let file = File::open(path).map_err(|e| read_error(e.to_string()))?;
     let mut archive = zip::ZipArchive::new(file).map_err(|e| read_error(format!("not a valid .npz archive: {e}")))?;
     let member = if archive.index_for_name(&format!("{name}.npy")).is_some() { format!("{name}.npy") } else { name.to_string() };
     let mut entry = archive.by_name(&member).map_err(|e| read_error(format!("array '{name}': {e}")))?;
     let size = entry.size();
-    crate::data::check_npy_length(&mut entry, size).map_err(|message| read_error(format!("array '{name}': {message}")))?;
-    Ok(())
+    let header =
+        crate::data::check_npy_length(&mut entry, size).map_err(|message| read_error(format!("array '{name}': {message}")))?;
+    let (Some(header), Some(max_rows)) = (header, max_rows) else {
+        return Ok(None);
+    };
+    crate::data::npy_rows_from(&mut entry, &header, max_rows).map_err(|e| read_error(format!("array '{name}': {e}")))
 }
 
 /// Reads one array of an `.npz`, whatever its element type.
@@ -675,6 +690,15 @@ mod tests {
         assert_eq!(dataset.len(), 3);
         let error = Dataset::open(&path, None, &[1, 2, 2], &NormalizeOptions::default()).err().expect("rejected").to_string();
         assert!(error.contains("labels"), "{error}");
+    }
+
+    #[test]
+    fn npz_calibration_reads_first_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("images.npz");
+        write_npz_members(&path, &[("images.npy", crate::data::tests::npy_bytes("(5, 1, 2, 2)", 20))]);
+        let dataset = Dataset::open_unlabeled(&path, &[1, 2, 2], &NormalizeOptions::default(), 3).unwrap();
+        assert_eq!(dataset.len(), 3);
     }
 
     #[test]
