@@ -417,9 +417,9 @@ fn object_from_other_model_rejected() {
     assert_mentions(&error, &["rebuild it from this model"]);
 }
 
-/// A report from another build of the same model (here at batch 32 beside
+/// A report from another build of the same model (here at batch 32, beside
 /// an object built for batch 1) would give the object's run the wrong
-/// buffer sizes; eval rejects the pair.
+/// buffer sizes, so eval rejects the pair.
 #[test]
 fn object_with_other_report_rejected() {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];

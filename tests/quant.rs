@@ -458,9 +458,9 @@ fn conv_transpose_override_by_either_name() {
     }
 }
 
-/// INT8 has no NaN, so quantizing a model with one in a weight or bias
-/// would turn a broken layer into finite, wrong outputs; the quantize pass
-/// rejects it instead, naming the constant.
+/// INT8 has no NaN, so quantizing a weight or bias that contains one
+/// would turn a broken layer into finite, wrong outputs. The quantize pass
+/// rejects it instead and names the constant.
 #[test]
 fn nan_constant_rejected_by_quantize() {
     for (slot, what) in [(1, "weight"), (2, "bias")] {

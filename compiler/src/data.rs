@@ -194,46 +194,39 @@ pub fn read_npy_rows(path: &Path, max_rows: usize) -> Result<Tensor> {
     let available = file.metadata().map_err(io_error)?.len();
     let mut reader = std::io::BufReader::new(file);
     let header = check_npy_length(&mut reader, available).map_err(|message| Error::Input { input: path.display().to_string(), message })?;
-    match header.map(|h| npy_rows_from(&mut reader, &h, max_rows)).transpose().map_err(io_error)?.flatten() {
-        Some(tensor) => Ok(tensor),
-        None => Ok(first_rows(read_npy(path)?, max_rows)),
+    if let Some(header) = header
+        && let Some(tensor) = npy_rows_from(&mut reader, &header, max_rows).map_err(io_error)?
+    {
+        return Ok(tensor);
     }
+    Ok(first_rows(read_npy(path)?, max_rows))
 }
 
 /// Reads the first `max_rows` entries of the leading axis from `reader`,
 /// which is at the start of the data that `header` describes. Returns
-/// `None` for layouts other than C-order little-endian f32, f64, u8 and
-/// i8, and for scalars.
+/// `None` for scalars and for layouts other than C-order little-endian
+/// f32, f64, i64, i32, u8, i8 and bool.
 pub fn npy_rows_from(reader: &mut impl std::io::Read, header: &NpyHeader, max_rows: usize) -> std::io::Result<Option<Tensor>> {
-    let descr = header.descr.trim_matches('\'');
-    let item = match descr {
-        "<f4" => 4,
-        "<f8" => 8,
-        "|u1" | "|i1" => 1,
+    let dtype = match header.descr.trim_matches('\'') {
+        "<f4" => DType::F32,
+        "<f8" => DType::F64,
+        "<i8" => DType::I64,
+        "<i4" => DType::I32,
+        "|u1" => DType::U8,
+        "|i1" => DType::I8,
+        "|b1" => DType::Bool,
         _ => return Ok(None),
     };
     let Some(shape) = header.shape.as_ref().filter(|s| !s.is_empty() && !header.fortran_order) else {
         return Ok(None);
     };
-    let mut kept = shape.clone();
-    kept[0] = kept[0].min(max_rows);
-    let count: usize = kept.iter().product();
-    let mut bytes = vec![0u8; count * item];
+    let mut read_shape = shape.clone();
+    read_shape[0] = read_shape[0].min(max_rows);
+    let mut bytes = vec![0u8; read_shape.iter().product::<usize>() * dtype.size_bytes()];
     reader.read_exact(&mut bytes)?;
-    let dims = ndarray::IxDyn(&kept);
-    let shape_error = |e: ndarray::ShapeError| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
-    Ok(Some(match descr {
-        "<f4" => {
-            let values = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            Tensor::F32(ArrayD::from_shape_vec(dims, values).map_err(shape_error)?)
-        }
-        "<f8" => {
-            let values = bytes.chunks_exact(8).map(|c| f64::from_le_bytes(std::array::from_fn(|i| c[i]))).collect();
-            Tensor::F64(ArrayD::from_shape_vec(dims, values).map_err(shape_error)?)
-        }
-        "|u1" => Tensor::U8(ArrayD::from_shape_vec(dims, bytes).map_err(shape_error)?),
-        _ => Tensor::I8(ArrayD::from_shape_vec(dims, bytes.into_iter().map(|b| b as i8).collect()).map_err(shape_error)?),
-    }))
+    let tensor = crate::onnx::tensor::from_raw(dtype, &read_shape, &bytes)
+        .map_err(|message| std::io::Error::new(std::io::ErrorKind::InvalidData, message))?;
+    Ok(Some(tensor))
 }
 
 /// Keeps the first `rows` entries of the leading axis.

@@ -371,8 +371,9 @@ fn output_folder_checked_first() {
 #[test]
 fn run_reads_u8_and_f64_npy() {
     let dir = tempfile::tempdir().unwrap();
-    let pixels = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[1, 1, 28, 28]), |i| ((i[2] * 28 + i[3]) % 256) as u8);
-    let f32_values = pixels.mapv(|p| (f32::from(p) / 255.0 - 0.1307) / 0.3081);
+    // u8 images are [N, H, W] or [N, H, W, C], as for vitc eval.
+    let pixels = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[1, 28, 28]), |i| ((i[1] * 28 + i[2]) % 256) as u8);
+    let f32_values = pixels.mapv(|p| (f32::from(p) / 255.0 - 0.1307) / 0.3081).into_shape_with_order(ndarray::IxDyn(&[1, 1, 28, 28])).unwrap();
     let inputs = [
         ("u8", vitc::tensor::Tensor::U8(pixels)),
         ("f64", vitc::tensor::Tensor::F64(f32_values.mapv(f64::from))),
@@ -392,7 +393,7 @@ fn run_reads_u8_and_f64_npy() {
 }
 
 /// u8 calibration pixels for a model without MODEL.preprocess.json get a
-/// guessed normalization, and the log says so.
+/// guessed normalization, and a warning names it.
 #[test]
 fn unnormalized_calibration_pixels_warn() {
     let dir = tempfile::tempdir().unwrap();

@@ -29,11 +29,11 @@ pub struct InspectArgs {
 }
 
 pub fn inspect(args: InspectArgs) -> Result<()> {
-    let passes = vitc::passes::PassManager::canonicalize().pass_names();
     if let Some(stage) = &args.after
-        && !["import", "canonicalize", "compress"].contains(&stage.as_str())
-        && !passes.contains(&stage.as_str())
+        && stage != "compress"
+        && !super::is_load_stage(stage)
     {
+        let passes = vitc::passes::PassManager::canonicalize().pass_names();
         bail!(
             "--after '{stage}' is not a stage; use import, canonicalize, one of: {}, or compress (with compression options)",
             passes.join(", ")

@@ -78,8 +78,8 @@ impl ModelArgs {
     /// Imports the model, then runs the canonicalization passes up to and
     /// including `stop_after` ("import" runs none, "canonicalize" runs all).
     pub fn load(&self, stop_after: &str) -> Result<Graph> {
-        let passes = PassManager::canonicalize().pass_names();
-        if stop_after != "import" && stop_after != "canonicalize" && !passes.contains(&stop_after) {
+        if !is_load_stage(stop_after) {
+            let passes = PassManager::canonicalize().pass_names();
             bail!("--after '{stop_after}' is not a stage; use import, canonicalize or one of: {}", passes.join(", "));
         }
         let options = self.import_options()?;
@@ -109,6 +109,12 @@ fn parse_input_shape(spec: &str) -> Result<(String, Vec<usize>)> {
         .map(|d| d.trim().parse::<usize>().with_context(|| format!("--input-shape '{spec}': '{d}' is not a non-negative integer")))
         .collect::<Result<Vec<_>>>()?;
     Ok((name.to_string(), dims))
+}
+
+/// Returns whether [`ModelArgs::load`] can stop after `stage`: `import`,
+/// `canonicalize` or one canonicalization pass.
+pub fn is_load_stage(stage: &str) -> bool {
+    stage == "import" || stage == "canonicalize" || PassManager::canonicalize().pass_names().contains(&stage)
 }
 
 /// Checks, before any work, that the file `path` given with `option` can

@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use vitc::data::{Normalize, PreprocessSpec, load_image_with, read_npy, write_npy};
+use vitc::eval::{Dataset, NormalizeOptions};
 use vitc::tensor::Tensor;
 
 use super::ModelArgs;
@@ -128,49 +129,33 @@ fn run_jit(graph: &vitc::ir::Graph, input: &Tensor) -> Result<(Vec<Tensor>, std:
     Ok((tensors, elapsed))
 }
 
-/// Reads the input: an f32 `.npy` as it is, an f64 one converted to f32,
-/// a u8 one as pixels (scaled to [0, 1] and normalized like an image, with
-/// channels on axis 1), or an image file.
+/// Reads the input: an f32 `.npy` as it is, another `.npy` (u8 pixels,
+/// f64 values) through the same preprocessing as `vitc eval`'s datasets,
+/// or an image file.
 fn load_input(args: &RunArgs, shape: &[usize]) -> Result<Tensor> {
+    let spec = PreprocessSpec::for_model(&args.model.model)?.unwrap_or_default();
     let extension = args.input.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     if extension == "npy" {
-        return match read_npy(&args.input)? {
-            Tensor::F64(values) => Ok(Tensor::F32(values.mapv(|v| v as f32))),
-            Tensor::U8(pixels) => {
-                let mut values = pixels.mapv(|p| f32::from(p) / 255.0);
-                if values.ndim() < 2 {
-                    let normalize = normalization(args, 1)?;
-                    values.mapv_inplace(|v| (v - normalize.mean[0]) / normalize.std[0]);
-                    return Ok(Tensor::F32(values));
-                }
-                let normalize = normalization(args, values.shape()[1])?;
-                for (c, mut plane) in values.axis_iter_mut(ndarray::Axis(1)).enumerate() {
-                    plane.mapv_inplace(|v| (v - normalize.mean[c]) / normalize.std[c]);
-                }
-                Ok(Tensor::F32(values))
-            }
-            tensor => Ok(tensor),
-        };
+        let tensor = read_npy(&args.input)?;
+        if matches!(tensor, Tensor::F32(_)) || shape.is_empty() {
+            return Ok(tensor);
+        }
+        let normalize =
+            NormalizeOptions { mean: args.mean.clone().or(spec.mean.clone()), std: args.std.clone().or(spec.std.clone()), layout: spec.layout() };
+        let dataset = Dataset::open_unlabeled(&args.input, &shape[1..], &normalize, usize::MAX)?;
+        let mut values = vec![0.0f32; dataset.len() * dataset.sample_len()];
+        dataset.load_batch(0..dataset.len(), &mut values)?;
+        let mut full_shape = shape.to_vec();
+        full_shape[0] = dataset.len();
+        return Ok(Tensor::F32(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&full_shape), values)?));
     }
     let [1, channels, height, width] = shape[..] else {
         bail!("an image can feed only an input of shape [1, C, H, W]; this model's input is {shape:?}. Pass a .npy tensor instead");
     };
-    let spec = PreprocessSpec::for_model(&args.model.model)?.unwrap_or_default();
-    Ok(load_image_with(&args.input, channels, height, width, &normalization(args, channels)?, &spec.layout())?)
-}
-
-/// Returns the mean and std for image pixels: the options, else the
-/// model's stored preprocessing spec, else ImageNet's for 3 channels and
-/// none otherwise.
-fn normalization(args: &RunArgs, channels: usize) -> Result<Normalize> {
-    let spec = PreprocessSpec::for_model(&args.model.model)?.unwrap_or_default();
     let default = if channels == 3 { Normalize::imagenet() } else { Normalize::identity(channels) };
     let mean = args.mean.clone().or(spec.mean.clone()).unwrap_or(default.mean);
     let std = args.std.clone().or(spec.std.clone()).unwrap_or(default.std);
-    if mean.len() != channels || std.len() != channels {
-        bail!("--mean and --std need {channels} value(s), one per channel, got {} and {}", mean.len(), std.len());
-    }
-    Ok(Normalize { mean, std })
+    Ok(load_image_with(&args.input, channels, height, width, &Normalize { mean, std }, &spec.layout())?)
 }
 
 /// For a `[1, K]` classifier output, prints the five largest logits.

@@ -73,7 +73,7 @@ fn length_error(numel: usize, shape: &[usize], got: usize, unit: &str) -> String
 }
 
 /// Decodes little-endian `raw` bytes.
-fn from_raw(dtype: DType, shape: &[usize], raw: &[u8]) -> std::result::Result<Tensor, String> {
+pub(crate) fn from_raw(dtype: DType, shape: &[usize], raw: &[u8]) -> std::result::Result<Tensor, String> {
     let numel: usize = shape.iter().product();
     let size = dtype.size_bytes();
     if raw.len() != numel * size {
