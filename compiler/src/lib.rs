@@ -7,6 +7,7 @@
 //! [`interp`] is the reference interpreter that runs any stage of the IR;
 //! [`quant`] rewrites Linear layers into INT8.
 
+pub mod autodiff;
 pub mod build;
 pub mod codegen;
 pub mod compress;

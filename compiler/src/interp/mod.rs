@@ -29,14 +29,14 @@
 //! - `quant`: `Quantize`, `DynamicQuantize`, `Dequantize`, `QLinear`.
 
 pub(crate) mod common;
-mod conv;
-mod elementwise;
-mod erf;
+pub(crate) mod conv;
+pub(crate) mod elementwise;
+pub(crate) mod erf;
 mod matmul;
 mod norm;
 pub(crate) mod quant;
 mod reduce;
-mod resize;
+pub(crate) mod resize;
 mod runner;
 mod shape_ops;
 mod slice_ops;

@@ -76,6 +76,40 @@ pub(crate) fn resize(
     })
 }
 
+/// The gradient of `Resize` with respect to its data: the transpose of the
+/// interpolation, applied one axis at a time in the reverse order.
+pub(crate) fn resize_vjp(
+    input: &[usize],
+    roi: Option<&Tensor>,
+    scales: Option<&Tensor>,
+    sizes: Option<&Tensor>,
+    attrs: &ResizeAttrs,
+    grad: &ndarray::ArrayD<f32>,
+) -> OpResult<ndarray::ArrayD<f32>> {
+    let rank = input.len();
+    let (scale, output) = output_geometry(input, scales, sizes)?;
+    if grad.shape() != output.as_slice() {
+        op_bail!("Resize gradient of shape {:?} for a result of shape {output:?}", grad.shape());
+    }
+    let roi = resolve_roi(roi, rank, attrs.coordinate_transform)?;
+    let mut steps = Vec::new();
+    let mut shape = input.to_vec();
+    for axis in 0..rank {
+        let identity_roi = roi.as_ref().is_none_or(|r| is_close(r[axis], 0.0) && is_close(r[axis + rank], 1.0));
+        if is_close(scale[axis], 1.0) && output[axis] == shape[axis] && identity_roi {
+            continue;
+        }
+        let axis_roi = roi.as_ref().map(|r| (r[axis], r[axis + rank]));
+        steps.push((axis, AxisTaps::new(attrs, shape[axis], output[axis], scale[axis], axis_roi), shape.clone()));
+        shape[axis] = output[axis];
+    }
+    let mut data: Vec<f64> = grad.iter().map(|&v| f64::from(v)).collect();
+    for (axis, taps, before) in steps.into_iter().rev() {
+        data = taps.apply_transposed(&data, &before, axis);
+    }
+    array_from_vec(input, data.into_iter().map(|v| v as f32).collect())
+}
+
 /// `math.isclose` with its default relative tolerance, as the reference uses.
 fn is_close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
@@ -226,6 +260,30 @@ impl AxisTaps {
                     let source = (o * input + self.indices[y * self.kernel_len + k]) * inner;
                     for (t, &v) in target.iter_mut().zip(&data[source..source + inner]) {
                         *t += weight * v;
+                    }
+                }
+            }
+        }
+        result
+    }
+}
+
+impl AxisTaps {
+    /// Sends the gradient of each output index back to its taps along
+    /// `axis`; `shape` is the shape before this axis was resized.
+    fn apply_transposed(&self, grad: &[f64], shape: &[usize], axis: usize) -> Vec<f64> {
+        let outer: usize = shape[..axis].iter().product();
+        let inner: usize = shape[axis + 1..].iter().product();
+        let (input, output) = (shape[axis], self.extrapolated.len());
+        let mut result = vec![0.0; outer * input * inner];
+        for o in 0..outer {
+            for y in (0..output).filter(|&y| !self.extrapolated[y]) {
+                let source = &grad[(o * output + y) * inner..(o * output + y + 1) * inner];
+                for k in 0..self.kernel_len {
+                    let weight = self.weights[y * self.kernel_len + k];
+                    let target = (o * input + self.indices[y * self.kernel_len + k]) * inner;
+                    for (t, &g) in result[target..target + inner].iter_mut().zip(source) {
+                        *t += weight * g;
                     }
                 }
             }
