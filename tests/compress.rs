@@ -310,6 +310,27 @@ fn mnist_pruning_with_and_without_distillation() {
     assert!(comparison.top1_agreement >= 0.99, "agreement {}", comparison.top1_agreement);
 }
 
+/// Taylor importance ranks heads and neurons by the output error their
+/// removal adds, from gradients of the whole network; without any
+/// distillation it must keep more accuracy than the activation criterion,
+/// which sees only each unit's own output.
+#[test]
+fn mnist_taylor_importance() {
+    let recipe = |importance: &str| format!("[[pass]]\nkind = \"prune\"\nflops = 0.4\nimportance = \"{importance}\"\n");
+    let taylor = eval_compressed(&recipe("taylor"));
+    let activation = eval_compressed(&recipe("activation"));
+    let drop = (BASELINE_TOP1 - taylor.top1_accuracy) * 100.0;
+    println!(
+        "40% of encoder FLOPs pruned, no distillation: top-1 {:.2}% with taylor importance ({drop:+.2} points lost), {:.2}% with activation importance",
+        taylor.top1_accuracy * 100.0,
+        activation.top1_accuracy * 100.0
+    );
+    let report = taylor.compression.as_ref().unwrap();
+    assert!(report.encoder_flops_after as f64 <= 0.6 * report.encoder_flops_before as f64, "less than 40% pruned");
+    assert!(drop <= 1.0, "taylor-pruned model loses {drop:.2} points");
+    assert!(taylor.top1_accuracy > activation.top1_accuracy, "taylor importance is no better than activation importance");
+}
+
 #[test]
 fn mnist_low_rank_mlp() {
     let report = eval_compressed(

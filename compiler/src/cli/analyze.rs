@@ -7,7 +7,6 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use vitc::compress::analyze::{AnalyzeOptions, analyze};
 use vitc::compress::Calibration;
-use vitc::compress::recipe::Importance;
 use vitc::onnx::ImportOptions;
 use vitc::passes::PassManager;
 
@@ -80,13 +79,7 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
     PassManager::canonicalize().run(&mut graph)?;
     let calibration = Calibration::load(&args.data, &shape, args.samples, &normalize_for(&args.model)?)?;
 
-    let importance = match args.importance {
-        ImportanceArg::L1 => Importance::L1,
-        ImportanceArg::L2 => Importance::L2,
-        ImportanceArg::Activation => Importance::Activation,
-        ImportanceArg::Reconstruction => Importance::Reconstruction,
-    };
-    let options = AnalyzeOptions { ratios: args.ratio.clone(), importance, distill: args.distill, max_drop: args.max_drop };
+    let options = AnalyzeOptions { ratios: args.ratio.clone(), importance: args.importance.into(), distill: args.distill, max_drop: args.max_drop };
     let sensitivity = analyze(&graph, &calibration, &options)?;
     print!("{sensitivity}");
 

@@ -22,6 +22,19 @@ pub enum ImportanceArg {
     L2,
     Activation,
     Reconstruction,
+    Taylor,
+}
+
+impl From<ImportanceArg> for Importance {
+    fn from(arg: ImportanceArg) -> Importance {
+        match arg {
+            ImportanceArg::L1 => Importance::L1,
+            ImportanceArg::L2 => Importance::L2,
+            ImportanceArg::Activation => Importance::Activation,
+            ImportanceArg::Reconstruction => Importance::Reconstruction,
+            ImportanceArg::Taylor => Importance::Taylor,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -59,8 +72,8 @@ pub struct CompressArgs {
     pub preset: Option<PresetArg>,
 
     /// Calibration samples (.npy, .npz or image folder, like --data of
-    /// vitc eval). Needed by pruning with activation or reconstruction
-    /// importance (the default), low-rank's activation method (the
+    /// vitc eval). Needed by pruning with activation, reconstruction (the
+    /// default) or taylor importance, low-rank's activation method (the
     /// default), distill and static INT8.
     #[arg(long, value_name = "DATA", help_heading = "Compression")]
     pub calib_data: Option<PathBuf>,
@@ -199,12 +212,7 @@ impl CompressArgs {
             spec.flops = self.prune_flops;
             spec.heads = self.prune_heads;
             spec.neurons = self.prune_neurons;
-            spec.importance = match self.importance {
-                ImportanceArg::L1 => Importance::L1,
-                ImportanceArg::L2 => Importance::L2,
-                ImportanceArg::Activation => Importance::Activation,
-                ImportanceArg::Reconstruction => Importance::Reconstruction,
-            };
+            spec.importance = self.importance.into();
             passes.push(PassSpec::Prune(spec));
         }
         if let Some(sparsity) = self.sparsity {

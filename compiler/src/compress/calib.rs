@@ -266,7 +266,7 @@ fn run_rows_interpreted(graph: &Graph, calibration: &Calibration, taps: &[ValueI
     Ok((outputs, tapped))
 }
 
-fn progress_bar(len: usize, label: &str) -> ProgressBar {
+pub(super) fn progress_bar(len: usize, label: &str) -> ProgressBar {
     // indicatif hides the bar when stderr is not a terminal.
     let bar = ProgressBar::new(len as u64);
     bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{bar:20}] {pos}/{len} batches").expect("template is valid"));

@@ -11,6 +11,7 @@
 use super::calib::{Calibration, Rows, run_taps};
 use super::obs::removal_scores;
 use super::linalg::{design_matrix, matrix_of};
+use super::taylor;
 use super::units::{AttentionUnit, MlpUnit, Units};
 use crate::error::{Error, Result};
 use crate::ir::{Graph, NodeId, Op};
@@ -59,8 +60,11 @@ pub fn compute(
         return weight_scores(graph, units, importance == Importance::L1);
     }
     let calibration = calibration.ok_or_else(|| {
-        Error::Compress("importance = \"activation\" or \"reconstruction\" needs calibration data (--calib-data)".into())
+        Error::Compress("importance = \"activation\", \"reconstruction\" or \"taylor\" needs calibration data (--calib-data)".into())
     })?;
+    if importance == Importance::Taylor {
+        return taylor::scores(graph, units, calibration);
+    }
     let mut taps = Vec::new();
     taps.extend(units.attention.iter().map(|u| graph.node(u.attention).outputs[0]));
     taps.extend(units.mlp.iter().map(|u| graph.node(u.activation).outputs[0]));

@@ -23,6 +23,7 @@ mod prune;
 pub mod recipe;
 pub mod report;
 mod sparsify;
+mod taylor;
 pub mod units;
 mod weights;
 

@@ -93,7 +93,7 @@ impl PassSpec {
     pub fn needs_calibration(&self) -> bool {
         match self {
             PassSpec::LowRank(spec) => spec.method == LowRankMethod::Activation,
-            PassSpec::Prune(spec) => matches!(spec.importance, Importance::Activation | Importance::Reconstruction),
+            PassSpec::Prune(spec) => spec.importance != Importance::L1 && spec.importance != Importance::L2,
             PassSpec::Sparsify(_) | PassSpec::LoadWeights(_) => false,
             PassSpec::Distill(_) | PassSpec::Finetune(_) => true,
             PassSpec::Quantize(config) => {
@@ -204,6 +204,10 @@ pub enum Importance {
     /// (the Optimal Brain Surgeon criterion, applied greedily).
     #[default]
     Reconstruction,
+    /// First-order Taylor estimate of the squared error that removing the
+    /// head or neuron adds to the model's output, from gradients on
+    /// calibration data.
+    Taylor,
 }
 
 /// Unstructured magnitude pruning.
