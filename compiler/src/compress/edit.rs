@@ -27,13 +27,16 @@ pub enum Edit {
     Factor { node: String, name: String, weight: Arc<Tensor> },
     /// New tensor for the constant value named `value`.
     Constant { value: String, tensor: Arc<Tensor> },
+    /// New constant for operand `slot` of the node named `node`, of the
+    /// same type and shape as the old one.
+    Operand { node: String, slot: usize, tensor: Arc<Tensor> },
 }
 
 impl Edit {
     /// The node or value the edit addresses.
     pub fn target(&self) -> &str {
         match self {
-            Edit::Linear { node, .. } | Edit::Heads { node, .. } | Edit::Factor { node, .. } => node,
+            Edit::Linear { node, .. } | Edit::Heads { node, .. } | Edit::Factor { node, .. } | Edit::Operand { node, .. } => node,
             Edit::Constant { value, .. } => value,
         }
     }
@@ -101,6 +104,21 @@ fn apply_one(graph: &mut Graph, names: &mut HashMap<String, NodeId>, edit: &Edit
             }
             let replacement = graph.add_constant(value.clone(), tensor.clone());
             graph.replace_all_uses(id, replacement);
+        }
+        Edit::Operand { node, slot, tensor } => {
+            let id = find(names, node)?;
+            let old = graph.node(id).inputs.get(*slot).copied().flatten().and_then(|v| graph.konst(v).map(|_| graph.fact(v)));
+            let Some(old) = old else {
+                return Err(Error::Compress(format!("operand {slot} of node '{node}' is not a constant")));
+            };
+            if old.shape != tensor.shape() || old.dtype != tensor.dtype() {
+                return Err(Error::Compress(format!(
+                    "operand {slot} of node '{node}' is {old}, but the replacement is {}{:?}",
+                    tensor.dtype(),
+                    tensor.shape()
+                )));
+            }
+            replace_operand(graph, id, *slot, Some(tensor.clone()));
         }
     }
     Ok(())

@@ -1,4 +1,5 @@
-//! Logit-level distillation of the classifier head.
+//! Logit-level distillation of the classifier head. The modes that also
+//! train parameters inside the network are in [`super::tune`].
 //!
 //! Full-batch Adam trains the student's head to minimize
 //! `T^2 * KL(softmax(teacher / T) || softmax(student / T))` over the
@@ -41,6 +42,9 @@ pub fn head(graph: &Graph) -> Result<NodeId> {
 
 pub fn run(graph: &Graph, teacher: &Graph, spec: &FinetuneSpec, calibration: &Calibration) -> Result<PassOutcome> {
     let head = head(graph)?;
+    if !spec.params.head_only() {
+        return super::tune::run_pass(graph, teacher, spec, calibration, head);
+    }
     let name = graph.node(head).name.clone();
     let input = graph.node(head).inputs[0].expect("Linear has an input");
     let (_, taps) = run_rows(graph, calibration, &[input], "student model")?;

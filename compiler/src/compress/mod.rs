@@ -24,6 +24,7 @@ pub mod recipe;
 pub mod report;
 mod sparsify;
 mod taylor;
+mod tune;
 pub mod units;
 mod weights;
 

@@ -360,6 +360,20 @@ pub enum FinetuneParams {
     Head,
     /// The head's bias only.
     HeadBias,
+    /// Every Linear layer's bias, the head's included.
+    Biases,
+    /// Every LayerNorm's scale and shift.
+    Norms,
+    /// The head's weight, every Linear bias and every LayerNorm's scale
+    /// and shift.
+    All,
+}
+
+impl FinetuneParams {
+    /// Whether only the head changes, so that its input features stay fixed.
+    pub fn head_only(self) -> bool {
+        matches!(self, FinetuneParams::Head | FinetuneParams::HeadBias)
+    }
 }
 
 /// Replace weights by those of a model distilled elsewhere.

@@ -343,7 +343,7 @@ fn reject_nan_constants(graph: &Graph) -> Result<()> {
 }
 
 /// Returns a setting as a recipe spells it (`per-channel`, `min-max`).
-fn recipe_spelling<T: serde::Serialize + std::fmt::Debug>(value: &T) -> String {
+pub(crate) fn recipe_spelling<T: serde::Serialize + std::fmt::Debug>(value: &T) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(text)) => text,
         _ => format!("{value:?}").to_lowercase(),

@@ -1,0 +1,221 @@
+//! Logit-level fine-tuning of parameters inside the network: Linear
+//! biases, LayerNorm scales and shifts, and the head's weight.
+//!
+//! The head-only modes of [`super::finetune`] keep the head's input
+//! features fixed and solve a convex problem. Here the features change
+//! with the parameters, so every step runs the student on the training
+//! batches with the interpreter, differentiates
+//! `T^2 * KL(softmax(teacher / T) || softmax(student / T))` back to the
+//! parameters with [`crate::autodiff`], and takes one full-batch Adam step.
+//! The held-out batches pick the best step, so on data the descent did not
+//! see the result is never worse than the starting model.
+
+use std::sync::Arc;
+
+use ndarray::{ArrayD, Axis, Ix2};
+
+use super::PassOutcome;
+use super::calib::{Calibration, progress_bar};
+use super::edit::Edit;
+use super::recipe::{FinetuneParams, FinetuneSpec};
+use super::units::is_constant_linear;
+use crate::autodiff::Backward;
+use crate::error::{Error, Result};
+use crate::interp::run;
+use crate::ir::{Graph, NodeId, Op, ValueId};
+use crate::tensor::Tensor;
+
+/// Steps between two checks of the held-out loss.
+const CHECK_EVERY: usize = 10;
+
+/// One trained constant: operand `slot` of `node`, with its Adam moments.
+struct Param {
+    node: NodeId,
+    slot: usize,
+    value: ValueId,
+    data: ArrayD<f32>,
+    first: ArrayD<f32>,
+    second: ArrayD<f32>,
+}
+
+/// Returns the constant operands that `params` selects, in graph order.
+fn select(graph: &Graph, params: FinetuneParams, head: NodeId) -> Vec<(NodeId, usize)> {
+    let all = params == FinetuneParams::All;
+    let mut chosen = Vec::new();
+    for id in graph.topo_order() {
+        let node = graph.node(id);
+        let constant = |slot: usize| node.inputs.get(slot).copied().flatten().is_some_and(|v| graph.konst(v).is_some());
+        match node.op {
+            Op::Linear if is_constant_linear(graph, id) => {
+                if all && id == head {
+                    chosen.push((id, 1));
+                }
+                if (all || params == FinetuneParams::Biases) && constant(2) {
+                    chosen.push((id, 2));
+                }
+            }
+            Op::LayerNorm { .. } if all || params == FinetuneParams::Norms => {
+                chosen.extend((1..=2).filter(|&slot| constant(slot)).map(|slot| (id, slot)));
+            }
+            _ => {}
+        }
+    }
+    chosen
+}
+
+/// One calibration batch and the teacher's softened outputs on it.
+struct Batch {
+    input: Tensor,
+    /// `softmax(teacher / T)`, `[batch, classes]`.
+    target: ArrayD<f32>,
+}
+
+pub fn run_pass(graph: &Graph, teacher: &Graph, spec: &FinetuneSpec, calibration: &Calibration, head: NodeId) -> Result<PassOutcome> {
+    let chosen = select(graph, spec.params, head);
+    if chosen.is_empty() {
+        let params = crate::quant::recipe_spelling(&spec.params);
+        return Err(Error::Recipe(format!("finetune params = \"{params}\" selects no constant in this model")));
+    }
+    let mut params: Vec<Param> = chosen
+        .into_iter()
+        .map(|(node, slot)| {
+            let value = graph.node(node).inputs[slot].expect("selected operands exist");
+            let data = graph.konst(value).and_then(|t| t.as_f32()).cloned().ok_or_else(|| {
+                Error::Compress(format!("finetune: operand {slot} of '{}' is not an f32 constant", graph.node(node).name))
+            })?;
+            let zeros = ArrayD::zeros(data.raw_dim());
+            Ok(Param { node, slot, value, data, first: zeros.clone(), second: zeros })
+        })
+        .collect::<Result<_>>()?;
+
+    let batches = teacher_batches(teacher, calibration, spec.temperature)?;
+    let held = ((batches.len() as f64 * spec.holdout).round() as usize).min(batches.len().saturating_sub(1));
+    let (train, held_out) = batches.split_at(batches.len() - held);
+    let check = if held_out.is_empty() { train } else { held_out };
+    let train_rows: usize = train.iter().map(|b| b.target.shape()[0]).sum();
+
+    let output = graph.outputs()[0];
+    let before = evaluate(&with_params(graph, &params), check, spec.temperature)?;
+    let mut best = (0usize, before, params.iter().map(|p| p.data.clone()).collect::<Vec<_>>());
+    let progress = progress_bar(spec.steps, "finetune");
+    for step in 1..=spec.steps {
+        let working = with_params(graph, &params);
+        let values: Vec<ValueId> = params.iter().map(|p| p.value).collect();
+        let backward = Backward::new(&working, &values, output)?;
+        let mut grads: Vec<ArrayD<f32>> = params.iter().map(|p| ArrayD::zeros(p.data.raw_dim())).collect();
+        for batch in train {
+            let tape = backward.forward(&[(working.inputs()[0], batch.input.clone())])?;
+            let logits = tape.get(output).and_then(Tensor::as_f32).ok_or_else(|| Error::Internal("finetune lost the output".into()))?;
+            let seed = (softmax(logits, spec.temperature) - &batch.target) * (spec.temperature as f32 / train_rows as f32);
+            for (sum, grad) in grads.iter_mut().zip(backward.gradients(&tape, seed)?) {
+                *sum += &grad;
+            }
+        }
+        adam(&mut params, &grads, step, spec.learning_rate as f32);
+        if step % CHECK_EVERY == 0 || step == spec.steps {
+            let now = evaluate(&with_params(graph, &params), check, spec.temperature)?;
+            if now.0 < best.1.0 {
+                best = (step, now, params.iter().map(|p| p.data.clone()).collect());
+            }
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+
+    let (best_step, after, data) = best;
+    let mut outcome = PassOutcome::default();
+    let on = if held_out.is_empty() { "the training batches".to_string() } else { format!("{} held-out batches", held_out.len()) };
+    let result = if best_step == 0 { "no step improved it, parameters kept".to_string() } else { format!("best at step {best_step}") };
+    outcome.details.insert(
+        format!("{} parameter tensors", params.len()),
+        format!(
+            "KL (T={}) {:.5} -> {:.5}, agreement {:.2}% -> {:.2}% on {on}; {} steps, {result}",
+            spec.temperature,
+            before.0,
+            after.0,
+            before.1 * 100.0,
+            after.1 * 100.0,
+            spec.steps
+        ),
+    );
+    if best_step > 0 {
+        for (param, data) in params.iter().zip(data) {
+            let node = graph.node(param.node).name.clone();
+            outcome.edits.push(Edit::Operand { node, slot: param.slot, tensor: Arc::new(Tensor::F32(data)) });
+        }
+    }
+    Ok(outcome)
+}
+
+/// Copies `graph` with the trained constants set to their current values.
+fn with_params(graph: &Graph, params: &[Param]) -> Graph {
+    let mut working = graph.clone();
+    for param in params {
+        working.value_mut(param.value).fact.konst = Some(Arc::new(Tensor::F32(param.data.clone())));
+    }
+    working
+}
+
+fn teacher_batches(teacher: &Graph, calibration: &Calibration, temperature: f64) -> Result<Vec<Batch>> {
+    let input = teacher.inputs()[0];
+    calibration
+        .batches
+        .iter()
+        .map(|batch| {
+            let logits = run(teacher, &[(input, batch.clone())])?.swap_remove(0);
+            let logits = logits.as_f32().ok_or_else(|| Error::Compress("finetune needs f32 outputs".into()))?;
+            Ok(Batch { input: batch.clone(), target: softmax(logits, temperature) })
+        })
+        .collect()
+}
+
+/// Row softmax of `[batch, classes]` logits divided by `temperature`.
+fn softmax(logits: &ArrayD<f32>, temperature: f64) -> ArrayD<f32> {
+    let mut p = logits.mapv(|v| v / temperature as f32);
+    for mut row in p.axis_iter_mut(Axis(0)) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        row.mapv_inplace(|v| (v - max).exp());
+        let sum = row.sum();
+        row.mapv_inplace(|v| v / sum);
+    }
+    p
+}
+
+/// Mean `T^2 KL` and top-1 agreement of the student on `batches`.
+fn evaluate(student: &Graph, batches: &[Batch], temperature: f64) -> Result<(f64, f64)> {
+    let (mut kl, mut agree, mut rows) = (0.0f64, 0usize, 0usize);
+    for batch in batches {
+        let logits = run(student, &[(student.inputs()[0], batch.input.clone())])?.swap_remove(0);
+        let logits = logits.as_f32().ok_or_else(|| Error::Compress("finetune needs f32 outputs".into()))?;
+        let p = softmax(logits, temperature).into_dimensionality::<Ix2>().map_err(|e| Error::Internal(e.to_string()))?;
+        let t = batch.target.view().into_dimensionality::<Ix2>().map_err(|e| Error::Internal(e.to_string()))?;
+        for (p_row, t_row) in p.rows().into_iter().zip(t.rows()) {
+            for (&p, &t) in p_row.iter().zip(t_row) {
+                if t > 0.0 {
+                    kl += f64::from(t) * (f64::from(t).ln() - f64::from(p.max(f32::MIN_POSITIVE)).ln());
+                }
+            }
+            agree += usize::from(argmax(p_row.iter()) == argmax(t_row.iter()));
+            rows += 1;
+        }
+    }
+    let rows = rows.max(1) as f64;
+    Ok((temperature * temperature * kl / rows, agree as f64 / rows))
+}
+
+fn argmax<'a>(values: impl Iterator<Item = &'a f32>) -> usize {
+    values.enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
+}
+
+/// Takes one Adam step with the usual moment decay rates.
+fn adam(params: &mut [Param], grads: &[ArrayD<f32>], step: usize, rate: f32) {
+    let (beta1, beta2, epsilon) = (0.9f32, 0.999f32, 1e-8f32);
+    let correction = (1.0 - beta1.powi(step as i32), 1.0 - beta2.powi(step as i32));
+    for (param, grad) in params.iter_mut().zip(grads) {
+        param.first.zip_mut_with(grad, |m, &g| *m = beta1 * *m + (1.0 - beta1) * g);
+        param.second.zip_mut_with(grad, |v, &g| *v = beta2 * *v + (1.0 - beta2) * g * g);
+        ndarray::Zip::from(&mut param.data).and(&param.first).and(&param.second).for_each(|p, &m, &v| {
+            *p -= rate * (m / correction.0) / ((v / correction.1).sqrt() + epsilon);
+        });
+    }
+}
