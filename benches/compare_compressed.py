@@ -4,7 +4,7 @@
 One run times, at batch 1 and each thread count, these variants:
 
 - vitc-fp32: `vitc build` without compression;
-- vitc-pruned30: `--prune-flops 0.3 --importance activation --distill` (30% of the encoder's FLOPs
+- vitc-pruned30: `--prune-flops 0.3 --importance taylor --distill` (30% of the encoder's FLOPs
   removed as heads and MLP neurons, then refit);
 - vitc-int8: `--int8 static` (per-channel INT8 weights, static u8
   activations, LayerNorm, GELU, residual adds and attention in f32);
@@ -46,7 +46,7 @@ def vitc_build_options(variant: str, calibration: Path, samples: int) -> list[st
     calibrate = ["--calib-data", str(calibration), "--calib-samples", str(samples)]
     return {
         "vitc-fp32": [],
-        "vitc-pruned30": ["--prune-flops", "0.3", "--importance", "activation", "--distill", *calibrate],
+        "vitc-pruned30": ["--prune-flops", "0.3", "--importance", "taylor", "--distill", *calibrate],
         "vitc-int8": ["--int8", "static", *calibrate],
         "vitc-balanced": ["--preset", "balanced", *calibrate],
     }[variant]

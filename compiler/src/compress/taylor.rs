@@ -14,7 +14,9 @@
 //! [`EXACT_OUTPUTS`] elements per sample (classifiers) there is one
 //! backward sweep per element and the sum is exact. For larger outputs (maps)
 //! each sweep starts from random signs `v`, and since `E[(v . J)^2] = |J|^2`,
-//! [`PROBES`] sweeps give an unbiased estimate.
+//! random sweeps give an unbiased estimate: [`MAX_PROBES`] per batch with
+//! few samples, fewer with many, so that samples times probes stays near
+//! [`PROBE_BUDGET`] and the cost does not grow with the sample count.
 
 use ndarray::{ArrayD, Axis, IxDyn};
 use rand_core::{Rng, SeedableRng};
@@ -30,8 +32,11 @@ use crate::ir::Graph;
 /// Largest output per sample whose Jacobian is swept element by element.
 pub const EXACT_OUTPUTS: usize = 16;
 
-/// Random-sign sweeps per batch for larger outputs.
-pub const PROBES: usize = 8;
+/// Most random-sign sweeps per batch for larger outputs.
+pub const MAX_PROBES: usize = 8;
+
+/// Samples times random-sign sweeps that the estimate aims at.
+pub const PROBE_BUDGET: usize = 128;
 
 pub fn scores(graph: &Graph, units: &Units, calibration: &Calibration) -> Result<Scores> {
     let output = *graph.outputs().first().ok_or_else(|| Error::Compress("the model has no output".into()))?;
@@ -57,33 +62,55 @@ pub fn scores(graph: &Graph, units: &Units, calibration: &Calibration) -> Result
         taps.iter().zip(&widths).map(|(&t, &w)| vec![0.0; graph.fact(t).shape.last().copied().unwrap_or(0) / w]).collect();
 
     let shape = graph.fact(output).shape.clone();
-    let per_sample: usize = shape.iter().skip(1).product();
-    let sweeps = if per_sample <= EXACT_OUTPUTS { per_sample } else { PROBES };
+    if shape.len() < 2 {
+        return Err(Error::Compress(format!(
+            "taylor importance needs a model output with the batch axis first, [batch, ...]; '{}' has shape {shape:?}",
+            graph.value(output).name
+        )));
+    }
+    let samples_per_batch = shape[0];
+    let (exact, sweeps) = sweep_plan(&shape, calibration.samples());
+    tracing::info!(
+        "taylor importance: {} batches, {sweeps} backward sweeps each ({})",
+        calibration.batches.len(),
+        if exact { "one per output element" } else { "random-sign probes of the output" }
+    );
     let progress = progress_bar(calibration.batches.len() * sweeps, "taylor importance");
     for (index, batch) in calibration.batches.iter().enumerate() {
         let tape = backward.forward(&[(input, batch.clone())])?;
         let mut rng = XorShiftRng::seed_from_u64(index as u64);
         for sweep in 0..sweeps {
-            let seed = if per_sample <= EXACT_OUTPUTS { one_hot(&shape, sweep) } else { random_signs(&shape, &mut rng) };
+            let seed = if exact { one_hot(&shape, sweep) } else { random_signs(&shape, &mut rng) };
             let grads = backward.gradients(&tape, seed)?;
             for (((sum, &tap), grad), &width) in sums.iter_mut().zip(&taps).zip(&grads).zip(&widths) {
                 let activation = tape
                     .get(tap)
                     .and_then(|t| t.as_f32())
                     .ok_or_else(|| Error::Internal(format!("the tape lacks '{}'", graph.value(tap).name)))?;
-                accumulate(sum, activation, grad, width);
+                accumulate(sum, activation, grad, width, samples_per_batch)?;
             }
             progress.inc(1);
         }
     }
     progress.finish_and_clear();
 
-    let probes = if per_sample <= EXACT_OUTPUTS { 1 } else { sweeps };
+    let probes = if exact { 1 } else { sweeps };
     let count = (calibration.samples() * probes).max(1) as f64;
     let mut scaled = sums.into_iter().map(|s| s.into_iter().map(|v| v / count).collect::<Vec<f64>>());
     let heads = scaled.by_ref().take(units.attention.len()).collect();
     let neurons = scaled.collect();
     Ok(Scores { heads, neurons })
+}
+
+/// Returns whether the sweeps are exact (one per output element of a
+/// sample) and how many run per batch.
+fn sweep_plan(shape: &[usize], samples: usize) -> (bool, usize) {
+    let per_sample: usize = shape.iter().skip(1).product();
+    if per_sample <= EXACT_OUTPUTS {
+        (true, per_sample)
+    } else {
+        (false, PROBE_BUDGET.div_ceil(samples.max(1)).clamp(1, MAX_PROBES))
+    }
 }
 
 /// Builds a seed that selects output element `element` of every sample.
@@ -102,12 +129,23 @@ fn random_signs(shape: &[usize], rng: &mut XorShiftRng) -> ArrayD<f32> {
 }
 
 /// Adds `(sum over tokens and the unit's channels of g * a)^2` per sample
-/// to each unit's sum; units are `width` consecutive channels.
-fn accumulate(sums: &mut [f64], activation: &ArrayD<f32>, grad: &ArrayD<f32>, width: usize) {
+/// to each unit's sum; units are `width` consecutive channels. The values
+/// are batch-major, so each sample's rows are one contiguous run, whether
+/// the value is `[batch, tokens, channels]` or `[batch * tokens, channels]`.
+fn accumulate(sums: &mut [f64], activation: &ArrayD<f32>, grad: &ArrayD<f32>, width: usize, samples: usize) -> Result<()> {
     let channels = activation.shape().last().copied().unwrap_or(0);
-    for (a, g) in activation.axis_iter(Axis(0)).zip(grad.axis_iter(Axis(0))) {
+    if samples == 0 || activation.len() % samples != 0 || channels == 0 {
+        return Err(Error::Compress(format!(
+            "taylor importance: a pruned layer's value of shape {:?} does not split into {samples} samples",
+            activation.shape()
+        )));
+    }
+    let (a, g) = (activation.as_standard_layout(), grad.as_standard_layout());
+    let sample_len = activation.len() / samples;
+    let chunks = a.as_slice().expect("standard layout").chunks(sample_len).zip(g.as_slice().expect("standard layout").chunks(sample_len));
+    for (a, g) in chunks {
         let mut per_channel = vec![0.0f64; channels];
-        for (i, (&a, &g)) in a.iter().zip(g.iter()).enumerate() {
+        for (i, (&a, &g)) in a.iter().zip(g).enumerate() {
             per_channel[i % channels] += f64::from(a) * f64::from(g);
         }
         for (sum, unit) in sums.iter_mut().zip(per_channel.chunks(width)) {
@@ -115,4 +153,5 @@ fn accumulate(sums: &mut [f64], activation: &ArrayD<f32>, grad: &ArrayD<f32>, wi
             *sum += d * d;
         }
     }
+    Ok(())
 }
