@@ -331,6 +331,44 @@ fn mnist_taylor_importance() {
     assert!(taylor.top1_accuracy > activation.top1_accuracy, "taylor importance is no better than activation importance");
 }
 
+/// Inserts `x -> Mul(1e4) -> Op -> Div(1e4)` after the value named `name`,
+/// so the model computes nearly the same outputs.
+fn insert_after(graph: &mut Graph, name: &str, op: vitc::ir::Op) {
+    use std::sync::Arc;
+    use vitc::ir::Op;
+    use vitc::ir::op::BinaryOp;
+    let value = graph.value_ids().find(|&v| graph.value(v).name == name).unwrap_or_else(|| panic!("no value {name}"));
+    let fact = graph.fact(value).clone();
+    let scale = graph.add_constant("test/scale", Arc::new(Tensor::scalar_f32(1e4)));
+    let up = graph.add_simple(Op::Binary(BinaryOp::Mul), "test/up", vec![Some(value), Some(scale)], fact.clone());
+    let middle = graph.add_simple(op, "test/middle", vec![Some(up)], fact.clone());
+    let down = graph.add_simple(Op::Binary(BinaryOp::Div), "test/down", vec![Some(middle), Some(scale)], fact);
+    graph.replace_all_uses(value, down);
+    graph.set_input(graph.value(up).producer, 0, Some(value));
+}
+
+/// A Round between the pruned layers and the output stops every gradient;
+/// Taylor importance must refuse rather than rank blindly.
+#[test]
+fn taylor_importance_refuses_blocked_gradients() {
+    let mut graph = mnist_graph(32);
+    insert_after(&mut graph, "/blocks.1/Add_1_output_0", vitc::ir::Op::Unary(vitc::ir::op::UnaryOp::Round));
+    let recipe = "[[pass]]\nkind = \"prune\"\nflops = 0.4\nimportance = \"taylor\"\n";
+    let error = error_of(recipe, &mut graph, Some(&calibration(64)));
+    assert!(error.contains("no gradient reaches '/blocks.0/attn'"), "{error}");
+}
+
+/// Calibration inputs that overflow inside the model are rejected before
+/// any pass runs, instead of measuring every pass against NaN.
+#[test]
+fn calibration_that_overflows_the_model_is_rejected() {
+    let mut graph = mnist_graph(32);
+    let huge: Vec<Tensor> = calibration(32).batches.iter().map(|b| Tensor::F32(b.as_f32().unwrap().mapv(|v| v * 1e37))).collect();
+    let calibration = Calibration::from_batches(huge, "scaled images");
+    let error = error_of("[[pass]]\nkind = \"prune\"\nflops = 0.4\n", &mut graph, Some(&calibration));
+    assert!(error.contains("output on calibration sample 0 of scaled images is"), "{error}");
+}
+
 #[test]
 fn mnist_low_rank_mlp() {
     let report = eval_compressed(
@@ -517,7 +555,8 @@ fn kl_finetune_inside_the_network() {
 fn finetune_rejects_bad_settings() {
     let mut graph = mnist_graph(32);
     for (pass, expected) in [
-        ("temperature = 0.0", "temperature must be a positive number"),
+        ("temperature = 0.0", "temperature must be in [0.01, 100]"),
+        ("temperature = 1e30", "temperature must be in [0.01, 100]"),
         ("steps = 0", "steps must be in 1..=100000"),
         ("holdout = 0.95", "holdout must be in [0, 0.9)"),
         ("params = \"encoder\"", "unknown variant"),

@@ -76,6 +76,7 @@ pub fn analyze(graph: &Graph, calibration: &Calibration, options: &AnalyzeOption
     let classifier = graph.outputs().first().is_some_and(|&v| graph.fact(v).rank() == 2);
 
     let mut results = Vec::new();
+    let mut first_error = None;
     for unit in units.names() {
         for &ratio in &options.ratios {
             let ratios = BTreeMap::from([(unit.to_string(), ratio)]);
@@ -84,6 +85,7 @@ pub fn analyze(graph: &Graph, calibration: &Calibration, options: &AnalyzeOption
             // A ratio that would empty a unit is skipped, not an error.
             if let Err(error) = compress(&mut student, &recipe, Some(fit)) {
                 tracing::warn!(unit, ratio, %error, "unit skipped");
+                first_error.get_or_insert(error);
                 continue;
             }
             let (rows, _) = run_rows(&student, calibration, &[], unit)?;
@@ -94,6 +96,9 @@ pub fn analyze(graph: &Graph, calibration: &Calibration, options: &AnalyzeOption
         }
     }
 
+    if let (true, Some(error)) = (results.is_empty(), first_error) {
+        return Err(error);
+    }
     let search = match options.max_drop {
         Some(budget) if classifier => Some(search(graph, (fit, calibration), options, &results, budget, &teacher, &names, total)?),
         _ => None,

@@ -183,6 +183,21 @@ pub fn compress_for(model: &std::path::Path, graph: &mut Graph, compression: &Co
     Ok(report)
 }
 
+/// Returns `rows` (the original model's outputs on the calibration data)
+/// if they are all finite. Inputs with huge values can overflow inside the
+/// model, and NaN outputs would make every measurement meaningless.
+fn check_finite_outputs(rows: calib::Rows, calibration: &Calibration) -> Result<calib::Rows> {
+    let Some(position) = rows.data.iter().position(|v| !v.is_finite()) else { return Ok(rows) };
+    let per_sample = rows.data.len() / calibration.samples().max(1);
+    Err(Error::Compress(format!(
+        "the original model's output on calibration sample {} of {} is {}; check the calibration data's scale and \
+         normalization (MODEL.preprocess.json beside the model)",
+        position / per_sample.max(1),
+        calibration.source,
+        rows.data[position]
+    )))
+}
+
 /// Output error of `student` against `teacher` on `calibration`, or `None`
 /// when there is no whole batch to run.
 fn measure_against(teacher: &Graph, student: &Graph, calibration: &Calibration) -> Result<Option<OutputError>> {
@@ -216,7 +231,7 @@ pub fn compress(graph: &mut Graph, recipe: &Recipe, calibration: Option<&Calibra
     let teacher = graph.clone();
     let classifier = is_classifier(graph);
     let teacher_outputs = match calibration {
-        Some(c) => Some(calib::run_rows(&teacher, c, &[], "original model")?.0),
+        Some(c) => Some(check_finite_outputs(calib::run_rows(&teacher, c, &[], "original model")?.0, c)?),
         None => None,
     };
     let (params_before, flops_before) = totals(graph);

@@ -548,8 +548,8 @@ fn validate_pass(pass: &PassSpec) -> std::result::Result<(), String> {
             check_globs(&spec.layers)
         }
         PassSpec::Finetune(spec) => {
-            if !(spec.temperature > 0.0 && spec.temperature.is_finite()) {
-                return Err(format!("temperature must be a positive number, not {}", spec.temperature));
+            if !(0.01..=100.0).contains(&spec.temperature) {
+                return Err(format!("temperature must be in [0.01, 100], not {}", spec.temperature));
             }
             if spec.steps == 0 || spec.steps > 100_000 {
                 return Err(format!("steps must be in 1..=100000, not {}", spec.steps));

@@ -69,6 +69,15 @@ pub fn scores(graph: &Graph, units: &Units, calibration: &Calibration) -> Result
         )));
     }
     let samples_per_batch = shape[0];
+    let input_batch = graph.fact(input).shape.first().copied();
+    if input_batch != Some(samples_per_batch) {
+        return Err(Error::Compress(format!(
+            "taylor importance needs a model output with the batch axis first; '{}' has shape {shape:?} for an input \
+             batch of {}",
+            graph.value(output).name,
+            input_batch.map_or("none".to_string(), |b| b.to_string())
+        )));
+    }
     let (exact, sweeps) = sweep_plan(&shape, calibration.samples());
     tracing::info!(
         "taylor importance: {} batches, {sweeps} backward sweeps each ({})",
@@ -97,8 +106,16 @@ pub fn scores(graph: &Graph, units: &Units, calibration: &Calibration) -> Result
     let probes = if exact { 1 } else { sweeps };
     let count = (calibration.samples() * probes).max(1) as f64;
     let mut scaled = sums.into_iter().map(|s| s.into_iter().map(|v| v / count).collect::<Vec<f64>>());
-    let heads = scaled.by_ref().take(units.attention.len()).collect();
-    let neurons = scaled.collect();
+    let heads: Vec<Vec<f64>> = scaled.by_ref().take(units.attention.len()).collect();
+    let neurons: Vec<Vec<f64>> = scaled.collect();
+    let names = units.attention.iter().map(|u| &u.name).chain(units.mlp.iter().map(|u| &u.name));
+    if let Some((name, _)) = names.zip(heads.iter().chain(&neurons)).find(|(_, s)| s.iter().all(|&v| v == 0.0)) {
+        return Err(Error::Compress(format!(
+            "taylor importance: no gradient reaches '{name}' from the model's output on the calibration data, so its \
+             scores are all zero; an operator between them has a zero derivative (Round, Floor, Ceil, Sign, a Cast to \
+             an integer type) or the output does not depend on it. Use importance = \"reconstruction\" or \"activation\""
+        )));
+    }
     Ok(Scores { heads, neurons })
 }
 

@@ -91,6 +91,14 @@ pub fn run_pass(graph: &Graph, teacher: &Graph, spec: &FinetuneSpec, calibration
     let batches = teacher_batches(teacher, calibration, spec.temperature)?;
     let held = ((batches.len() as f64 * spec.holdout).round() as usize).min(batches.len().saturating_sub(1));
     let (train, held_out) = batches.split_at(batches.len() - held);
+    if held_out.is_empty() && spec.holdout > 0.0 {
+        tracing::warn!(
+            "finetune holds out no batch: {} calibration batch(es) at holdout {} leave none for checking, so the training \
+             batches pick the best step; give more calibration samples to hold some out",
+            batches.len(),
+            spec.holdout
+        );
+    }
     let check = if held_out.is_empty() { train } else { held_out };
     let train_rows: usize = train.iter().map(|b| b.target.shape()[0]).sum();
 
@@ -101,7 +109,13 @@ pub fn run_pass(graph: &Graph, teacher: &Graph, spec: &FinetuneSpec, calibration
     for step in 1..=spec.steps {
         let working = with_params(graph, &params);
         let values: Vec<ValueId> = params.iter().map(|p| p.value).collect();
-        let backward = Backward::new(&working, &values, output)?;
+        let backward = Backward::new(&working, &values, output).map_err(|e| {
+            Error::Compress(format!(
+                "finetune params = \"{}\" needs gradients from the model's output back to every trained parameter: {e}; \
+                 params = \"head\" or \"head-bias\" need none",
+                crate::quant::recipe_spelling(&spec.params)
+            ))
+        })?;
         let mut grads: Vec<ArrayD<f32>> = params.iter().map(|p| ArrayD::zeros(p.data.raw_dim())).collect();
         for batch in train {
             let tape = backward.forward(&[(working.inputs()[0], batch.input.clone())])?;
@@ -124,7 +138,11 @@ pub fn run_pass(graph: &Graph, teacher: &Graph, spec: &FinetuneSpec, calibration
 
     let (best_step, after, data) = best;
     let mut outcome = PassOutcome::default();
-    let on = if held_out.is_empty() { "the training batches".to_string() } else { format!("{} held-out batches", held_out.len()) };
+    let on = match held_out.len() {
+        0 => "the training batches".to_string(),
+        1 => "1 held-out batch".to_string(),
+        n => format!("{n} held-out batches"),
+    };
     let result = if best_step == 0 { "no step improved it, parameters kept".to_string() } else { format!("best at step {best_step}") };
     outcome.details.insert(
         format!("{} parameter tensors", params.len()),
