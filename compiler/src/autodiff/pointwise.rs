@@ -118,7 +118,8 @@ fn binary(op: BinaryOp, operands: &[Option<&Tensor>], grad: ArrayD<f32>, needed:
     let av = a.broadcast(shape.clone()).ok_or_else(|| OpError::new("A does not broadcast to the result"))?;
     let bv = b.broadcast(shape).ok_or_else(|| OpError::new("B does not broadcast to the result"))?;
     // Each operand's local derivative, given (a, b).
-    let (da, db): (fn(f32, f32) -> f32, fn(f32, f32) -> f32) = match op {
+    type Local = fn(f32, f32) -> f32;
+    let (da, db): (Local, Local) = match op {
         BinaryOp::Add => (|_, _| 1.0, |_, _| 1.0),
         BinaryOp::Sub => (|_, _| 1.0, |_, _| -1.0),
         BinaryOp::Mul => (|_, b| b, |a, _| a),

@@ -151,7 +151,7 @@ fn random_signs(shape: &[usize], rng: &mut XorShiftRng) -> ArrayD<f32> {
 /// the value is `[batch, tokens, channels]` or `[batch * tokens, channels]`.
 fn accumulate(sums: &mut [f64], activation: &ArrayD<f32>, grad: &ArrayD<f32>, width: usize, samples: usize) -> Result<()> {
     let channels = activation.shape().last().copied().unwrap_or(0);
-    if samples == 0 || activation.len() % samples != 0 || channels == 0 {
+    if samples == 0 || !activation.len().is_multiple_of(samples) || channels == 0 {
         return Err(Error::Compress(format!(
             "taylor importance: a pruned layer's value of shape {:?} does not split into {samples} samples",
             activation.shape()

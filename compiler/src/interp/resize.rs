@@ -53,17 +53,10 @@ pub(crate) fn resize(
 
     // Resize one axis at a time in f64.
     let mut data = x.to_f64_vec();
-    let mut shape = input.clone();
-    for axis in 0..rank {
-        let identity_roi = roi.as_ref().is_none_or(|r| is_close(r[axis], 0.0) && is_close(r[axis + rank], 1.0));
-        if is_close(scale[axis], 1.0) && output[axis] == shape[axis] && identity_roi {
-            continue;
-        }
-        let axis_roi = roi.as_ref().map(|r| (r[axis], r[axis + rank]));
-        let taps = AxisTaps::new(attrs, shape[axis], output[axis], scale[axis], axis_roi);
-        data = taps.apply(&data, &shape, axis);
-        shape[axis] = output[axis];
+    for (axis, taps, before) in axis_steps(attrs, &input, &output, &scale, roi.as_deref()) {
+        data = taps.apply(&data, &before, axis);
     }
+    let shape = output;
 
     with_any_dtype!(x.dtype(), T => {
         let values: Vec<T> = if T::DTYPE.is_float() {
@@ -92,22 +85,36 @@ pub(crate) fn resize_vjp(
         op_bail!("Resize gradient of shape {:?} for a result of shape {output:?}", grad.shape());
     }
     let roi = resolve_roi(roi, rank, attrs.coordinate_transform)?;
-    let mut steps = Vec::new();
-    let mut shape = input.to_vec();
-    for axis in 0..rank {
-        let identity_roi = roi.as_ref().is_none_or(|r| is_close(r[axis], 0.0) && is_close(r[axis + rank], 1.0));
-        if is_close(scale[axis], 1.0) && output[axis] == shape[axis] && identity_roi {
-            continue;
-        }
-        let axis_roi = roi.as_ref().map(|r| (r[axis], r[axis + rank]));
-        steps.push((axis, AxisTaps::new(attrs, shape[axis], output[axis], scale[axis], axis_roi), shape.clone()));
-        shape[axis] = output[axis];
-    }
     let mut data: Vec<f64> = grad.iter().map(|&v| f64::from(v)).collect();
-    for (axis, taps, before) in steps.into_iter().rev() {
+    for (axis, taps, before) in axis_steps(attrs, input, &output, &scale, roi.as_deref()).into_iter().rev() {
         data = taps.apply_transposed(&data, &before, axis);
     }
     array_from_vec(input, data.into_iter().map(|v| v as f32).collect())
+}
+
+/// Plans the per-axis passes: each axis that changes, its taps, and the
+/// data's shape before that axis is resized. Axes whose scale is 1, whose
+/// size stays and whose region of interest is the whole axis are skipped.
+fn axis_steps(
+    attrs: &ResizeAttrs,
+    input: &[usize],
+    output: &[usize],
+    scale: &[f64],
+    roi: Option<&[f64]>,
+) -> Vec<(usize, AxisTaps, Vec<usize>)> {
+    let rank = input.len();
+    let mut steps = Vec::new();
+    let mut shape = input.to_vec();
+    for axis in 0..rank {
+        let identity_roi = roi.is_none_or(|r| is_close(r[axis], 0.0) && is_close(r[axis + rank], 1.0));
+        if is_close(scale[axis], 1.0) && output[axis] == shape[axis] && identity_roi {
+            continue;
+        }
+        let axis_roi = roi.map(|r| (r[axis], r[axis + rank]));
+        steps.push((axis, AxisTaps::new(attrs, shape[axis], output[axis], scale[axis], axis_roi), shape.clone()));
+        shape[axis] = output[axis];
+    }
+    steps
 }
 
 /// `math.isclose` with its default relative tolerance, as the reference uses.
