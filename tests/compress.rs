@@ -560,6 +560,7 @@ fn finetune_rejects_bad_settings() {
         ("steps = 0", "steps must be in 1..=100000"),
         ("holdout = 0.95", "holdout must be in [0, 0.9)"),
         ("params = \"encoder\"", "unknown variant"),
+        ("params = [\"biases\", \"norms\"]", "params takes one name"),
     ] {
         let error = error_of(&format!("[[pass]]\nkind = \"finetune\"\n{pass}\n"), &mut graph, None);
         assert!(error.contains(expected), "{pass}: {error}");

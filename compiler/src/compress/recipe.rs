@@ -328,11 +328,28 @@ pub struct FinetuneSpec {
     #[serde(default = "default_learning_rate")]
     pub learning_rate: f64,
     /// The parameters that change.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_params_set")]
     pub params: FinetuneParams,
     /// Fraction of the calibration samples held out to pick the best step.
     #[serde(default = "default_holdout")]
     pub holdout: f64,
+}
+
+/// Reads `params` as one name, and says so when it is given as a list.
+fn one_params_set<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<FinetuneParams, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        One(String),
+        Many(Vec<String>),
+    }
+    match Form::deserialize(deserializer)? {
+        Form::One(name) => FinetuneParams::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&name)),
+        Form::Many(names) => Err(serde::de::Error::custom(format!(
+            "params takes one name (head, head-bias, biases, norms or all), not the list {names:?}; \"all\" trains \
+             the biases, the norms and the head's weight together"
+        ))),
+    }
 }
 
 fn default_temperature() -> f64 {
