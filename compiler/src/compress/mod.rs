@@ -1,6 +1,7 @@
 //! Compression passes driven by a [`Recipe`]: low-rank rewriting,
 //! structured pruning (heads and MLP neurons), unstructured sparsity,
-//! layer-wise distillation and weights loaded from elsewhere.
+//! layer-wise distillation, logit-level fine-tuning and weights loaded
+//! from elsewhere.
 //!
 //! [`compress`] runs on a canonical graph. It checks the recipe against the
 //! model and the calibration data before any pass runs, keeps the
