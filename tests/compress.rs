@@ -385,6 +385,28 @@ fn mnist_low_rank_mlp() {
     assert!(drop <= 0.5, "low-rank model loses {drop:.2} points");
 }
 
+/// `vitc analyze` with Taylor importance scores the graph once, measures
+/// every unit, and its search returns a recipe within the budget.
+#[test]
+fn sensitivity_with_taylor_importance() {
+    use vitc::compress::analyze::{AnalyzeOptions, analyze};
+    use vitc::compress::recipe::Importance;
+
+    let graph = mnist_graph(32);
+    let options = AnalyzeOptions { ratios: vec![0.5], importance: Importance::Taylor, distill: false, max_drop: Some(1.0) };
+    let sensitivity = analyze(&graph, &calibration(128), &options).expect("analysis runs");
+    println!("{sensitivity}");
+    assert_eq!(sensitivity.units.len(), 8, "every attention and MLP unit is measured once");
+    assert!(sensitivity.units.iter().all(|r| r.flops_saved > 0.0));
+    let errors: Vec<f64> = sensitivity.units.iter().map(|r| r.error.relative_error).collect();
+    assert!(errors.iter().any(|&e| e != errors[0]), "every unit costs the same: {errors:?}");
+    let search = sensitivity.search.as_ref().expect("a classifier gets a search");
+    assert!(search.recipe.contains("importance = \"taylor\""), "{}", search.recipe);
+    let drop = (1.0 - search.error.top1_agreement.unwrap()) * 100.0;
+    assert!(drop <= 1.0, "the searched recipe loses {drop:.2} points");
+    assert!(search.flops_saved > 0.0, "the search pruned nothing");
+}
+
 #[test]
 fn sensitivity_analysis_and_search() {
     use vitc::compress::analyze::{AnalyzeOptions, analyze};

@@ -73,6 +73,7 @@ pub fn analyze(graph: &Graph, calibration: &Calibration, options: &AnalyzeOption
     let names = encoder_names(graph);
     let total = encoder_flops(graph, &names) as f64;
     let (teacher, _) = run_rows(graph, calibration, &[], "original model")?;
+    let trial = Trial::new(graph, &units, fit, options)?;
     let classifier = graph.outputs().first().is_some_and(|&v| graph.fact(v).rank() == 2);
 
     let mut results = Vec::new();
@@ -80,7 +81,7 @@ pub fn analyze(graph: &Graph, calibration: &Calibration, options: &AnalyzeOption
     for unit in units.names() {
         for &ratio in &options.ratios {
             let ratios = BTreeMap::from([(unit.to_string(), ratio)]);
-            let Ok(recipe) = prune_recipe(&ratios, options) else { continue };
+            let Ok(recipe) = prune_recipe(&ratios, &trial) else { continue };
             let mut student = graph.clone();
             // A ratio that would empty a unit is skipped, not an error.
             if let Err(error) = compress(&mut student, &recipe, Some(fit)) {
@@ -100,7 +101,7 @@ pub fn analyze(graph: &Graph, calibration: &Calibration, options: &AnalyzeOption
         return Err(error);
     }
     let search = match options.max_drop {
-        Some(budget) if classifier => Some(search(graph, (fit, calibration), options, &results, budget, &teacher, &names, total)?),
+        Some(budget) if classifier => Some(search(graph, (fit, calibration), &trial, &results, budget, &teacher, &names, total)?),
         _ => None,
     };
     Ok(Sensitivity {
@@ -128,12 +129,32 @@ fn split(calibration: &Calibration) -> (Calibration, Calibration) {
     (fit, measured)
 }
 
-fn prune_recipe(ratios: &BTreeMap<String, f64>, options: &AnalyzeOptions) -> Result<Recipe> {
-    let mut spec: PruneSpec = toml::from_str("").expect("an empty prune table is valid");
+/// The prune pass that every trial starts from, and whether a distill
+/// pass follows it.
+struct Trial {
+    spec: PruneSpec,
+    distill: bool,
+}
+
+impl Trial {
+    /// Computes Taylor scores once here: every trial prunes the same
+    /// graph, and the scores cost a backward sweep through all of it.
+    fn new(graph: &Graph, units: &Units, fit: &Calibration, options: &AnalyzeOptions) -> Result<Trial> {
+        let mut spec: PruneSpec = toml::from_str("").expect("an empty prune table is valid");
+        spec.importance = options.importance;
+        if options.importance == Importance::Taylor {
+            let scores = super::importance::compute(graph, units, Importance::Taylor, Some(fit), spec.max_unit_ratio)?;
+            spec.taylor_scores = Some(std::sync::Arc::new(scores));
+        }
+        Ok(Trial { spec, distill: options.distill })
+    }
+}
+
+fn prune_recipe(ratios: &BTreeMap<String, f64>, trial: &Trial) -> Result<Recipe> {
+    let mut spec = trial.spec.clone();
     spec.layers = ratios.clone();
-    spec.importance = options.importance;
     let mut passes = vec![PassSpec::Prune(spec)];
-    if options.distill {
+    if trial.distill {
         passes.push(PassSpec::Distill(toml::from_str::<DistillSpec>("").expect("an empty distill table is valid")));
     }
     let recipe = Recipe { passes, ..Recipe::default() };
@@ -157,7 +178,7 @@ fn agreement_drop(error: &OutputError) -> f64 {
 fn search(
     graph: &Graph,
     (fit, calibration): (&Calibration, &Calibration),
-    options: &AnalyzeOptions,
+    trial: &Trial,
     results: &[UnitResult],
     budget: f64,
     teacher: &super::calib::Rows,
@@ -165,7 +186,7 @@ fn search(
     total: f64,
 ) -> Result<SearchResult> {
     let measure = |ratios: &BTreeMap<String, f64>| -> Result<SearchResult> {
-        let recipe = prune_recipe(ratios, options)?;
+        let recipe = prune_recipe(ratios, trial)?;
         let mut student = graph.clone();
         if !ratios.is_empty() {
             compress(&mut student, &recipe, Some(fit))?;

@@ -21,7 +21,7 @@ use super::recipe::Importance;
 
 /// Scores per head of each attention unit and per neuron of each MLP unit,
 /// in the order of [`Units`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Scores {
     pub heads: Vec<Vec<f64>>,
     pub neurons: Vec<Vec<f64>>,

@@ -10,7 +10,7 @@ use super::PassOutcome;
 use super::calib::Calibration;
 use super::edit::Edit;
 use super::importance::{self, Scores, head_layout, linear_bias, linear_weight};
-use super::recipe::PruneSpec;
+use super::recipe::{Importance, PruneSpec};
 use super::units::Units;
 use crate::error::{Error, Result};
 use crate::ir::summary::node_flops;
@@ -67,7 +67,13 @@ pub fn run(graph: &Graph, units: &Units, spec: &PruneSpec, calibration: Option<&
     // Uniform ratios may ask for more than max-unit-ratio of a unit.
     let deepest = spec.layers.values().copied().chain([spec.heads.unwrap_or(0.0), spec.neurons.unwrap_or(0.0), spec.max_unit_ratio]);
     let max_ratio = deepest.fold(0.0f64, f64::max);
-    let scores = importance::compute(graph, units, spec.importance, calibration, max_ratio)?;
+    let precomputed = spec.taylor_scores.as_deref().filter(|s| {
+        spec.importance == Importance::Taylor && s.heads.len() == units.attention.len() && s.neurons.len() == units.mlp.len()
+    });
+    let scores = match precomputed {
+        Some(scores) => scores.clone(),
+        None => importance::compute(graph, units, spec.importance, calibration, max_ratio)?,
+    };
     let selection = if spec.flops.is_some() || spec.params.is_some() {
         select_global(graph, units, spec, &scores)
     } else {

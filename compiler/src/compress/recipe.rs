@@ -179,6 +179,11 @@ pub struct PruneSpec {
     /// With a global target, the largest fraction of any one unit removed.
     #[serde(default = "default_max_unit_ratio")]
     pub max_unit_ratio: f64,
+    /// Taylor scores already computed for this graph and calibration data,
+    /// by `vitc analyze`, which prunes the same graph once per unit and
+    /// ratio. Never read from or written to a recipe file.
+    #[serde(skip)]
+    pub(crate) taylor_scores: Option<std::sync::Arc<super::importance::Scores>>,
 }
 
 fn default_neuron_multiple() -> usize {
