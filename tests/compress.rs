@@ -402,6 +402,8 @@ fn sensitivity_with_taylor_importance() {
     assert!(errors.iter().any(|&e| e != errors[0]), "every unit costs the same: {errors:?}");
     let search = sensitivity.search.as_ref().expect("a classifier gets a search");
     assert!(search.recipe.contains("importance = \"taylor\""), "{}", search.recipe);
+    // The recipe names the samples the passes were fitted on.
+    assert!(search.recipe.contains("samples = 64"), "{}", search.recipe);
     let drop = (1.0 - search.error.top1_agreement.unwrap()) * 100.0;
     assert!(drop <= 1.0, "the searched recipe loses {drop:.2} points");
     assert!(search.flops_saved > 0.0, "the search pruned nothing");

@@ -8,7 +8,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::calib::{Calibration, run_rows};
-use super::recipe::{DistillSpec, Importance, PassSpec, PruneSpec, Recipe};
+use super::recipe::{CalibrationSettings, DistillSpec, Importance, PassSpec, PruneSpec, Recipe};
 use super::report::OutputError;
 use super::{Units, compress, encoder_flops, encoder_names};
 use crate::error::Result;
@@ -134,6 +134,8 @@ fn split(calibration: &Calibration) -> (Calibration, Calibration) {
 struct Trial {
     spec: PruneSpec,
     distill: bool,
+    /// The samples the passes fit on, which a saved recipe names.
+    calibration: CalibrationSettings,
 }
 
 impl Trial {
@@ -146,7 +148,9 @@ impl Trial {
             let scores = super::importance::compute(graph, units, Importance::Taylor, Some(fit), spec.max_unit_ratio)?;
             spec.taylor_scores = Some(std::sync::Arc::new(scores));
         }
-        Ok(Trial { spec, distill: options.distill })
+        let batch = fit.batches.first().and_then(|b| b.shape().first().copied()).unwrap_or(1);
+        let calibration = CalibrationSettings { data: None, samples: fit.samples(), batch };
+        Ok(Trial { spec, distill: options.distill, calibration })
     }
 }
 
@@ -157,7 +161,7 @@ fn prune_recipe(ratios: &BTreeMap<String, f64>, trial: &Trial) -> Result<Recipe>
     if trial.distill {
         passes.push(PassSpec::Distill(toml::from_str::<DistillSpec>("").expect("an empty distill table is valid")));
     }
-    let recipe = Recipe { passes, ..Recipe::default() };
+    let recipe = Recipe { passes, calibration: trial.calibration.clone() };
     recipe.validate()?;
     Ok(recipe)
 }
