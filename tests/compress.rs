@@ -313,7 +313,7 @@ fn mnist_pruning_with_and_without_distillation() {
 /// Taylor importance ranks heads and neurons by the output error their
 /// removal adds, from gradients of the whole network; without any
 /// distillation it must keep more accuracy than the activation criterion,
-/// which sees only each unit's own output.
+/// which measures only each unit's own output.
 #[test]
 fn mnist_taylor_importance() {
     let recipe = |importance: &str| format!("[[pass]]\nkind = \"prune\"\nflops = 0.4\nimportance = \"{importance}\"\n");
