@@ -311,7 +311,7 @@ fn mnist_pruning_with_and_without_distillation() {
 }
 
 /// Taylor importance ranks heads and neurons by the output error their
-/// removal adds, from gradients of the whole network; without any
+/// removal adds, from gradients of the whole network. Without any
 /// distillation it must keep more accuracy than the activation criterion,
 /// which measures only each unit's own output.
 #[test]

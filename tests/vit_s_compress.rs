@@ -89,11 +89,12 @@ fn check_cosines(label: &str, cosines: &[(&str, f64)]) {
 }
 
 /// Removes 30% of the encoder's FLOPs as heads and MLP neurons ranked by
-/// the first-order Taylor estimate of the output error their removal
-/// adds (gradients through the decoder to the output map, 8 random-sign
-/// probes per batch; about 55 s on 2 cores). It gave higher held-out
-/// cosines on all four photos than the activation criterion, and the
-/// reconstruction criterion took 281 s with 32 samples and gave no better.
+/// the first-order Taylor estimate of the output error their removal adds.
+/// The gradients run through the decoder to the output map, with 8
+/// random-sign probes per batch, in about 55 s on 2 cores. Taylor gave
+/// higher held-out cosines on all four photos than the activation
+/// criterion. The reconstruction criterion took 281 s with 32 samples and
+/// gave no better.
 const PRUNE: &str = "[[pass]]\nkind = \"prune\"\nflops = 0.3\nimportance = \"taylor\"\n";
 /// The ridge pulls each refit towards the pruned layer's own weights (the
 /// default `ridge-toward`); 0.1 rather than the default 1e-3 keeps the
@@ -162,10 +163,10 @@ fn pruned_30_percent_does_less_work() {
 /// photo.
 // NOTE: not met. With Taylor importance, the residual target and the ridge
 // towards the pruned weights the held-out cosines are 0.977 / 0.994 /
-// 0.992 / 0.949 (astronaut, coffee, chelsea, rocket); pruning in two
+// 0.992 / 0.949 (astronaut, coffee, chelsea, rocket). Pruning in two
 // Taylor steps of 16.3% with a distill after each gave 0.980 / 0.994 /
-// 0.992 / 0.935, and 32 calibration samples (4 probes each) 0.979 / 0.994
-// / 0.994 / 0.940. The rest used activation importance, which gave 0.966 /
+// 0.992 / 0.935, and 32 calibration samples (4 probes each) gave 0.979 /
+// 0.994 / 0.994 / 0.940. The rest used activation importance, which gave 0.966 /
 // 0.987 / 0.988 / 0.936 with these settings. With the output target they were
 // 0.963 / 0.987 / 0.986 / 0.870, and towards zero 0.958 / 0.986 / 0.978 /
 // 0.744. Other settings, with rocket's cosine: residual target with ridge

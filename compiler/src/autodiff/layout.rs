@@ -35,8 +35,8 @@ pub(super) fn supported(op: &Op) -> bool {
     )
 }
 
-/// The operand slots that carry data; the others are shapes, indices or
-/// pad widths.
+/// Returns the operand slots that carry data. The others are shapes,
+/// indices or pad widths.
 fn data_slots(op: &Op, count: usize) -> Vec<usize> {
     match op {
         Op::Concat { .. } => (0..count).collect(),
@@ -46,7 +46,9 @@ fn data_slots(op: &Op, count: usize) -> Vec<usize> {
 
 pub(super) fn vjp(op: &Op, operands: &[Option<&Tensor>], grads: &[ArrayD<f32>], needed: &[bool]) -> OpResult<Grads> {
     let slots = data_slots(op, operands.len());
-    let mut indexed: Vec<Option<Tensor>> = operands.iter().map(|t| t.cloned()).collect();
+    // Data operands are replaced by index tensors below, so only the others are copied.
+    let mut indexed: Vec<Option<Tensor>> =
+        operands.iter().enumerate().map(|(i, t)| if slots.contains(&i) { None } else { t.cloned() }).collect();
     let mut starts = Vec::with_capacity(slots.len());
     let mut next = 0i64;
     for &slot in &slots {

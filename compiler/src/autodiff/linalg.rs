@@ -61,6 +61,8 @@ fn matmul(a: &ArrayD<f32>, b: &ArrayD<f32>, grad: &ArrayD<f32>, needed: &[bool])
     let (m, k, n) = (a_shape[ar - 2], a_shape[ar - 1], b_shape[br - 1]);
     let batch = broadcast_shape(&a_shape[..ar - 2], &b_shape[..br - 2])?;
     let count: usize = batch.iter().product();
+
+    // Both operands and the gradient as stacks of `count` matrices.
     let full = |shape: &[usize], array: &ArrayD<f32>, rows: usize, cols: usize| -> OpResult<Array3<f32>> {
         let promoted = array.view().into_shape_with_order(IxDyn(shape)).map_err(|e| OpError::new(e.to_string()))?;
         let target: Vec<usize> = batch.iter().copied().chain([rows, cols]).collect();
@@ -74,13 +76,17 @@ fn matmul(a: &ArrayD<f32>, b: &ArrayD<f32>, grad: &ArrayD<f32>, needed: &[bool])
         .into_owned()
         .into_shape_with_order((count, m, n))
         .map_err(|e| OpError::new(format!("MatMul gradient: {e}")))?;
+
+    // dA = dY B^T and dB = A^T dY per matrix, summed back over broadcast batch axes.
     let side = |is_a: bool| -> OpResult<ArrayD<f32>> {
         let (rows, cols) = if is_a { (m, k) } else { (k, n) };
         let mut out = Array3::<f32>::zeros((count, rows, cols));
         for i in 0..count {
-            let product = if is_a { g3.slice(s![i, .., ..]).dot(&b3.slice(s![i, .., ..]).t()) } else { a3.slice(s![i, .., ..]).t().dot(&g3.slice(s![i, .., ..])) };
+            let (ai, bi, gi) = (a3.slice(s![i, .., ..]), b3.slice(s![i, .., ..]), g3.slice(s![i, .., ..]));
+            let product = if is_a { gi.dot(&bi.t()) } else { ai.t().dot(&gi) };
             out.slice_mut(s![i, .., ..]).assign(&product);
         }
+
         let target: Vec<usize> = batch.iter().copied().chain([rows, cols]).collect();
         let full = out.into_shape_with_order(IxDyn(&target)).map_err(|e| OpError::new(e.to_string()))?;
         let promoted = if is_a { &a_shape } else { &b_shape };

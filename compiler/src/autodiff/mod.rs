@@ -49,7 +49,7 @@ pub struct Tape {
 }
 
 impl Tape {
-    /// A value of the forward run, if it was kept.
+    /// Returns a value of the forward run, if it was recorded.
     pub fn get(&self, value: ValueId) -> Option<&Tensor> {
         self.values.get(&value)
     }
@@ -97,7 +97,7 @@ impl<'g> Backward<'g> {
 
     /// Runs the graph on `inputs` and keeps what [`Backward::gradients`] reads.
     pub fn forward(&self, inputs: &[(ValueId, Tensor)]) -> Result<Tape> {
-        let mut kept: Vec<ValueId> = Vec::new();
+        let mut recorded: Vec<ValueId> = Vec::new();
         let mut seen = HashSet::new();
         let reads = self.region.iter().flat_map(|&id| {
             let node = self.graph.node(id);
@@ -105,15 +105,15 @@ impl<'g> Backward<'g> {
         });
         for value in reads.chain(self.wrt.iter().copied()).chain([self.output]) {
             if self.graph.konst(value).is_none() && seen.insert(value) {
-                kept.push(value);
+                recorded.push(value);
             }
         }
-        let (_, tapped) = run_with_taps(self.graph, inputs, &kept)?;
-        Ok(Tape { values: kept.into_iter().zip(tapped).collect() })
+        let (_, tapped) = run_with_taps(self.graph, inputs, &recorded)?;
+        Ok(Tape { values: recorded.into_iter().zip(tapped).collect() })
     }
 
-    /// Gradients of `sum(seed * output)` with respect to each value of
-    /// `wrt`, in order. `seed` has the output's shape.
+    /// Computes the gradients of `sum(seed * output)` with respect to each
+    /// value of `wrt`, in order. `seed` has the output's shape.
     pub fn gradients(&self, tape: &Tape, seed: ArrayD<f32>) -> Result<Vec<ArrayD<f32>>> {
         let graph = self.graph;
         let output_shape = &graph.fact(self.output).shape;
@@ -123,13 +123,13 @@ impl<'g> Backward<'g> {
                 seed.shape()
             )));
         }
-        let kept: HashSet<ValueId> = self.wrt.iter().copied().collect();
+        let requested: HashSet<ValueId> = self.wrt.iter().copied().collect();
         let mut grads: HashMap<ValueId, ArrayD<f32>> = HashMap::from([(self.output, seed)]);
         for &id in self.region.iter().rev() {
             let node = graph.node(id);
             let mut output_grads = Vec::with_capacity(node.outputs.len());
             for value in &node.outputs {
-                let grad = if kept.contains(value) { grads.get(value).cloned() } else { grads.remove(value) };
+                let grad = if requested.contains(value) { grads.get(value).cloned() } else { grads.remove(value) };
                 output_grads.push(grad);
             }
             if output_grads.iter().all(Option::is_none) {

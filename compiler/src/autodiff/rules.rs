@@ -16,12 +16,12 @@ use crate::tensor::Tensor;
 
 pub(super) type Grads = Vec<Option<ArrayD<f32>>>;
 
-/// Whether [`vjp`] has a rule for `op`.
+/// Returns whether [`vjp`] has a rule for `op`.
 pub(super) fn supported(op: &Op) -> bool {
     pointwise::supported(op) || layout::supported(op) || linalg::supported(op) || spatial::supported(op)
 }
 
-/// The gradient of every operand slot that `needed` marks.
+/// Computes the gradient of every operand slot that `needed` marks.
 pub(super) fn vjp(
     op: &Op,
     operands: &[Option<&Tensor>],
@@ -45,7 +45,7 @@ pub(super) fn vjp(
     }
 }
 
-/// The `f32` data of operand `index`.
+/// Returns the `f32` data of operand `index`.
 pub(super) fn f32_operand<'a>(operands: &[Option<&'a Tensor>], index: usize, label: &str) -> OpResult<&'a ArrayD<f32>> {
     let tensor = operands.get(index).copied().flatten().ok_or_else(|| OpError::new(format!("missing {label}")))?;
     tensor.as_f32().ok_or_else(|| OpError::new(format!("gradients need an f32 {label}, got {}", tensor.dtype())))

@@ -93,6 +93,7 @@ fn reduce(x: &ArrayD<f32>, y: &ArrayD<f32>, grad: ArrayD<f32>, kind: ReduceKind,
             ReduceKind::L2 => if y > 0.0 { x / y } else { 0.0 },
             ReduceKind::Max | ReduceKind::Min => f32::from(x == y),
             ReduceKind::LogSumExp => (x - y).exp(),
+            // `supported` excludes Prod, so no gradient is computed for it.
             ReduceKind::Prod => f32::NAN,
         }
     };
@@ -108,8 +109,9 @@ fn no_parameter_gradient(needed: &[bool], op: &str) -> OpResult<()> {
     Ok(())
 }
 
-/// Moves `axis` (or, with `flatten_tail`, all axes from `axis` on) into the
-/// rows of a 2-D array, applies `f` to each row, and moves it back.
+/// Computes the input gradient of Softmax or LogSoftmax from its result
+/// `y`. The rows are the values along `axis` (with `flatten_tail`, along
+/// all axes from `axis` on), moved last so that each row is contiguous.
 fn softmax(y: &ArrayD<f32>, grad: ArrayD<f32>, axis: i64, flatten_tail: bool, log: bool) -> OpResult<ArrayD<f32>> {
     let rank = y.ndim() as i64;
     let axis = if axis < 0 { axis + rank } else { axis };
@@ -117,6 +119,7 @@ fn softmax(y: &ArrayD<f32>, grad: ArrayD<f32>, axis: i64, flatten_tail: bool, lo
         op_bail!("Softmax axis {axis} is out of range for rank {rank}");
     }
     let axis = axis as usize;
+
     // dx = y (g - sum(g y)) for Softmax, g - exp(y) sum(g) for LogSoftmax.
     let row = |g: &mut [f32], y: &[f32]| {
         if log {
@@ -127,6 +130,7 @@ fn softmax(y: &ArrayD<f32>, grad: ArrayD<f32>, axis: i64, flatten_tail: bool, lo
             g.iter_mut().zip(y).for_each(|(g, &y)| *g = y * (*g - dot));
         }
     };
+
     let mut order: Vec<usize> = (0..y.ndim()).filter(|&d| d != axis).collect();
     let row_len = if flatten_tail {
         order = (0..y.ndim()).collect();
@@ -144,6 +148,7 @@ fn softmax(y: &ArrayD<f32>, grad: ArrayD<f32>, axis: i64, flatten_tail: bool, lo
             row(g, y);
         }
     }
+
     let mut back = vec![0; order.len()];
     for (position, &dim) in order.iter().enumerate() {
         back[dim] = position;
@@ -161,6 +166,7 @@ fn layer_norm(operands: &[Option<&Tensor>], grad: ArrayD<f32>, axis: i64, epsilo
     if axis >= shape.len() {
         op_bail!("LayerNorm axis is out of range for shape {shape:?}");
     }
+
     let row_len: usize = shape[axis..].iter().product();
     let x = x.as_standard_layout();
     let mut xhat = Vec::with_capacity(x.len());
@@ -173,6 +179,7 @@ fn layer_norm(operands: &[Option<&Tensor>], grad: ArrayD<f32>, axis: i64, epsilo
         inv_std.push(inv);
         xhat.extend(row.iter().map(|&v| ((f64::from(v) - mean) * inv) as f32));
     }
+
     let xhat = ArrayD::from_shape_vec(IxDyn(&shape), xhat).map_err(|e| OpError::new(e.to_string()))?;
     let dx = when(needed, 0, || {
         let scale = scale.broadcast(IxDyn(&shape)).ok_or_else(|| OpError::new("LayerNorm scale does not broadcast"))?;
@@ -187,6 +194,7 @@ fn layer_norm(operands: &[Option<&Tensor>], grad: ArrayD<f32>, axis: i64, epsilo
         }
         Ok(dxhat)
     })?;
+
     let dscale = when(needed, 1, || Ok(unbroadcast(&grad * &xhat, scale.shape())))?;
     let dbias = when(needed, 2, || Ok(unbroadcast(grad.clone(), f32_operand(operands, 2, "LayerNorm bias")?.shape())))?;
     Ok(vec![dx, dscale, dbias])
@@ -209,9 +217,9 @@ fn batch_norm(operands: &[Option<&Tensor>], mut grad: ArrayD<f32>, epsilon: f32,
     Ok(vec![Some(grad)])
 }
 
-/// The adjoint of a convolution with respect to its input is the transposed
-/// convolution with the same weight; `output_padding` restores the input
-/// size that the convolution's floor division dropped.
+/// Computes a Conv's input gradient as the transposed convolution with the
+/// same weight. Its `output_padding` restores the input size that the
+/// convolution's floor division dropped.
 fn conv_input_grad(grad: &ArrayD<f32>, w: &Tensor, attrs: &ConvAttrs, x_shape: &[usize]) -> OpResult<ArrayD<f32>> {
     let spatial = attrs.kernel.len();
     let mut output_padding = Vec::with_capacity(spatial);

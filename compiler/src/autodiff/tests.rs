@@ -198,8 +198,8 @@ fn data_movement() {
     check(Op::Identity, vec![t(&[3])], &[0]);
 }
 
-/// `x -> Relu -> Mod -> Tanh`: a graph whose region holds an operator
-/// without a rule, and the chain rule through the two that have one.
+/// Builds `x -> Relu -> middle -> Tanh`, where `middle` multiplies or takes
+/// the remainder by 2 (Mod has no gradient rule).
 fn small_graph(middle: BinaryOp) -> (crate::ir::Graph, crate::ir::ValueId, crate::ir::ValueId) {
     use crate::ir::{Fact, Graph};
     use crate::tensor::DType;

@@ -340,7 +340,7 @@ pub struct FinetuneSpec {
     pub holdout: f64,
 }
 
-/// Reads `params` as one name, and says so when it is given as a list.
+/// Reads `params` as one name, and rejects a list with a message that names the accepted values.
 fn one_params_set<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<FinetuneParams, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -392,7 +392,7 @@ pub enum FinetuneParams {
 }
 
 impl FinetuneParams {
-    /// Whether only the head changes, so that its input features stay fixed.
+    /// Returns whether only the head changes, so that its input features stay fixed.
     pub fn head_only(self) -> bool {
         matches!(self, FinetuneParams::Head | FinetuneParams::HeadBias)
     }

@@ -62,22 +62,16 @@ pub fn scores(graph: &Graph, units: &Units, calibration: &Calibration) -> Result
         taps.iter().zip(&widths).map(|(&t, &w)| vec![0.0; graph.fact(t).shape.last().copied().unwrap_or(0) / w]).collect();
 
     let shape = graph.fact(output).shape.clone();
-    if shape.len() < 2 {
-        return Err(Error::Compress(format!(
-            "taylor importance needs a model output with the batch axis first, [batch, ...]; '{}' has shape {shape:?}",
-            graph.value(output).name
-        )));
-    }
-    let samples_per_batch = shape[0];
     let input_batch = graph.fact(input).shape.first().copied();
-    if input_batch != Some(samples_per_batch) {
+    if shape.len() < 2 || input_batch != Some(shape[0]) {
         return Err(Error::Compress(format!(
-            "taylor importance needs a model output with the batch axis first; '{}' has shape {shape:?} for an input \
-             batch of {}",
+            "taylor importance needs a model output of shape [batch, ...]; '{}' has shape {shape:?} for an input batch \
+             of {}",
             graph.value(output).name,
             input_batch.map_or("none".to_string(), |b| b.to_string())
         )));
     }
+    let samples_per_batch = shape[0];
     let (exact, sweeps) = sweep_plan(&shape, calibration.samples());
     tracing::info!(
         "taylor importance: {} batches, {sweeps} backward sweeps each ({})",

@@ -89,8 +89,8 @@ pub fn run_pass(graph: &Graph, teacher: &Graph, spec: &FinetuneSpec, calibration
         .collect::<Result<_>>()?;
 
     let batches = teacher_batches(teacher, calibration, spec.temperature)?;
-    let held = ((batches.len() as f64 * spec.holdout).round() as usize).min(batches.len().saturating_sub(1));
-    let (train, held_out) = batches.split_at(batches.len() - held);
+    let held_count = ((batches.len() as f64 * spec.holdout).round() as usize).min(batches.len().saturating_sub(1));
+    let (train, held_out) = batches.split_at(batches.len() - held_count);
     if held_out.is_empty() && spec.holdout > 0.0 {
         tracing::warn!(
             "finetune holds out no batch: {} calibration batch(es) at holdout {} leave none for checking, so the training \

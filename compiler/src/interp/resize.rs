@@ -69,7 +69,7 @@ pub(crate) fn resize(
     })
 }
 
-/// The gradient of `Resize` with respect to its data: the transpose of the
+/// Computes the gradient of `Resize` with respect to its data: the transposed
 /// interpolation, applied one axis at a time in the reverse order.
 pub(crate) fn resize_vjp(
     input: &[usize],
