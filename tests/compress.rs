@@ -575,6 +575,62 @@ fn kl_finetune_inside_the_network() {
     assert!(all_cmp.top1_agreement >= head_cmp.top1_agreement, "tuning inside the network lowered the agreement");
 }
 
+/// Returns the relative error `|s - t| / |t|` of `student` against
+/// `teacher` on the first 256 MNIST test images, which no pass reads.
+fn held_out_relative_error(student: &Graph, teacher: &Graph) -> f64 {
+    let images = Calibration::load(&fetched("data/mnist/test_images_f32.npy"), &[32, 1, 28, 28], 256, &NormalizeOptions::default())
+        .expect("MNIST test images load");
+    let (mut error, mut norm) = (0.0f64, 0.0f64);
+    for batch in &images.batches {
+        let run = |graph: &Graph| vitc::interp::run(graph, &[(graph.inputs()[0], batch.clone())]).unwrap().swap_remove(0);
+        let (s, t) = (run(student), run(teacher));
+        for (&s, &t) in s.as_f32().unwrap().iter().zip(t.as_f32().unwrap()) {
+            error += f64::from(s - t).powi(2);
+            norm += f64::from(t).powi(2);
+        }
+    }
+    (error / norm).sqrt()
+}
+
+/// Fine-tunes a model that is not a classifier on the squared error of its
+/// outputs. The MNIST ViT cut at its final LayerNorm outputs token
+/// features, and their error must fall on images the passes never read.
+#[test]
+fn mse_finetune_of_a_feature_model() {
+    let features_model = || {
+        let mut graph = mnist_graph(32);
+        let last_norm = graph.topo_order().into_iter().filter(|&n| graph.node(n).op.name() == "LayerNorm").last().unwrap();
+        graph.set_outputs(vec![graph.node(last_norm).outputs[0]]);
+        graph
+    };
+    let teacher = features_model();
+    let prune = "[[pass]]\nkind = \"prune\"\nflops = 0.4\nimportance = \"activation\"\n";
+    let finetune = "[[pass]]\nkind = \"finetune\"\nloss = \"mse\"\nparams = \"all\"\nsteps = 40\nlearning-rate = 0.003\n";
+    let mut pruned = features_model();
+    compress(&mut pruned, &Recipe::from_toml_str(prune).unwrap(), Some(&calibration(256))).unwrap();
+    let mut tuned = features_model();
+    let recipe = Recipe::from_toml_str(&format!("{prune}{finetune}")).unwrap();
+    let report = compress(&mut tuned, &recipe, Some(&calibration(256))).unwrap().report;
+    let detail = &report.passes[1].layers[0].detail;
+    println!("{detail}");
+    assert!(detail.contains("MSE"), "the finetune detail does not report the MSE: {detail}");
+    assert!(detail.contains("best at step"), "no step improved the held-out MSE: {detail}");
+
+    let (before, after) = (held_out_relative_error(&pruned, &teacher), held_out_relative_error(&tuned, &teacher));
+    println!("relative error of the features on 256 test images: pruned {before:.4}, pruned + finetune {after:.4}");
+    assert!(after < 0.95 * before, "finetune lowered the held-out error only from {before:.4} to {after:.4}");
+}
+
+/// KL needs a classifier head, so the error names the squared-error loss.
+#[test]
+fn kl_finetune_rejects_feature_model() {
+    let mut graph = mnist_graph(32);
+    let last_norm = graph.topo_order().into_iter().filter(|&n| graph.node(n).op.name() == "LayerNorm").last().unwrap();
+    graph.set_outputs(vec![graph.node(last_norm).outputs[0]]);
+    let error = error_of("[[pass]]\nkind = \"finetune\"\nparams = \"norms\"\n", &mut graph, Some(&calibration(64)));
+    assert!(error.contains("loss = \"mse\""), "{error}");
+}
+
 #[test]
 fn finetune_rejects_bad_settings() {
     let mut graph = mnist_graph(32);
@@ -585,6 +641,8 @@ fn finetune_rejects_bad_settings() {
         ("holdout = 0.95", "holdout must be in [0, 0.9)"),
         ("params = \"encoder\"", "unknown variant"),
         ("params = [\"biases\", \"norms\"]", "params takes one name"),
+        ("loss = \"mse\"", "loss = \"mse\" trains params = \"biases\", \"norms\" or \"all\", not \"head\""),
+        ("loss = \"cross-entropy\"", "unknown variant"),
     ] {
         let error = error_of(&format!("[[pass]]\nkind = \"finetune\"\n{pass}\n"), &mut graph, None);
         assert!(error.contains(expected), "{pass}: {error}");

@@ -15,7 +15,7 @@ use super::PassOutcome;
 use super::calib::{Calibration, Rows, run_rows};
 use super::edit::Edit;
 use super::importance::{linear_bias, linear_weight};
-use super::recipe::{FinetuneParams, FinetuneSpec};
+use super::recipe::{FinetuneLoss, FinetuneParams, FinetuneSpec};
 use super::units::is_constant_linear;
 use crate::error::{Error, Result};
 use crate::ir::{Graph, NodeId};
@@ -31,8 +31,8 @@ pub fn head(graph: &Graph) -> Result<NodeId> {
     if !is_constant_linear(graph, producer) || graph.fact(output).rank() != 2 {
         let node = graph.node(producer);
         return Err(Error::Recipe(format!(
-            "finetune needs a classifier whose [batch, classes] output comes from a Linear layer with constant weights; \
-             the output comes from '{}' ({})",
+            "finetune with loss = \"kl\" needs a classifier whose [batch, classes] output comes from a Linear layer \
+             with constant weights; the output comes from '{}' ({}); loss = \"mse\" trains biases or norms of any model",
             node.name,
             node.op.name()
         )));
@@ -40,10 +40,27 @@ pub fn head(graph: &Graph) -> Result<NodeId> {
     Ok(producer)
 }
 
+/// Checks, before any work, that the pass can train this model: KL needs
+/// a classifier head, and the chosen set must contain a constant.
+pub fn check(graph: &Graph, spec: &FinetuneSpec) -> Result<()> {
+    let head = match spec.loss {
+        FinetuneLoss::Kl => Some(head(graph)?),
+        FinetuneLoss::Mse => head(graph).ok(),
+    };
+    if !spec.params.head_only() && super::tune::select(graph, spec.params, head).is_empty() {
+        let params = crate::quant::recipe_spelling(&spec.params);
+        return Err(Error::Recipe(format!("finetune params = \"{params}\" selects no constant in this model")));
+    }
+    Ok(())
+}
+
 pub fn run(graph: &Graph, teacher: &Graph, spec: &FinetuneSpec, calibration: &Calibration) -> Result<PassOutcome> {
+    if spec.loss == FinetuneLoss::Mse {
+        return super::tune::run_pass(graph, teacher, spec, calibration, head(graph).ok());
+    }
     let head = head(graph)?;
     if !spec.params.head_only() {
-        return super::tune::run_pass(graph, teacher, spec, calibration, head);
+        return super::tune::run_pass(graph, teacher, spec, calibration, Some(head));
     }
     let name = graph.node(head).name.clone();
     let input = graph.node(head).inputs[0].expect("Linear has an input");

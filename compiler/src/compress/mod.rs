@@ -443,9 +443,7 @@ fn check_plan(graph: &Graph, recipe: &Recipe) -> Result<()> {
                 }
             }
             PassSpec::Distill(_) | PassSpec::Quantize(_) => {}
-            PassSpec::Finetune(_) => {
-                finetune::head(graph).map_err(at)?;
-            }
+            PassSpec::Finetune(spec) => finetune::check(graph, spec).map_err(at)?,
             PassSpec::LoadWeights(spec) => {
                 if !spec.path.is_file() {
                     return Err(at(Error::Recipe(format!("{} does not exist or is not a file", spec.path.display()))));

@@ -320,7 +320,8 @@ pub enum DistillTarget {
 }
 
 /// Logit-level distillation: gradient descent on the KL divergence between
-/// the teacher's and the student's softened outputs.
+/// the teacher's and the student's softened outputs, or on the squared
+/// error between the outputs of a model that is not a classifier.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FinetuneSpec {
@@ -335,6 +336,9 @@ pub struct FinetuneSpec {
     /// The parameters that change.
     #[serde(default, deserialize_with = "one_params_set")]
     pub params: FinetuneParams,
+    /// The loss that the descent minimizes.
+    #[serde(default)]
+    pub loss: FinetuneLoss,
     /// Fraction of the calibration samples held out to pick the best step.
     #[serde(default = "default_holdout")]
     pub holdout: f64,
@@ -389,6 +393,19 @@ pub enum FinetuneParams {
     /// The head's weight, every Linear bias and every LayerNorm's scale
     /// and shift.
     All,
+}
+
+/// The loss of the finetune pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FinetuneLoss {
+    /// `T^2 KL(softmax(teacher / T) || softmax(student / T))` on a
+    /// classifier's `[batch, classes]` logits.
+    #[default]
+    Kl,
+    /// Mean squared error between the teacher's and the student's outputs,
+    /// of any shape: maps, features or logits.
+    Mse,
 }
 
 impl FinetuneParams {
@@ -581,6 +598,12 @@ fn validate_pass(pass: &PassSpec) -> std::result::Result<(), String> {
             }
             if !(0.0..0.9).contains(&spec.holdout) {
                 return Err(format!("holdout must be in [0, 0.9), not {}", spec.holdout));
+            }
+            if spec.loss == FinetuneLoss::Mse && spec.params.head_only() {
+                return Err(format!(
+                    "loss = \"mse\" trains params = \"biases\", \"norms\" or \"all\", not \"{}\": the head modes minimize KL",
+                    crate::quant::recipe_spelling(&spec.params)
+                ));
             }
             Ok(())
         }

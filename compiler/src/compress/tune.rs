@@ -1,12 +1,14 @@
-//! Logit-level fine-tuning of parameters inside the network: Linear
-//! biases, LayerNorm scales and shifts, and the head's weight.
+//! Fine-tuning of parameters inside the network: Linear biases,
+//! LayerNorm scales and shifts, and the head's weight.
 //!
 //! The head-only modes of [`super::finetune`] keep the head's input
 //! features fixed and solve a convex problem. Here the features change
 //! with the parameters, so every step runs the student on the training
-//! batches with the interpreter, differentiates
-//! `T^2 * KL(softmax(teacher / T) || softmax(student / T))` back to the
+//! batches with the interpreter, differentiates the loss back to the
 //! parameters with [`crate::autodiff`], and takes one full-batch Adam step.
+//! The loss is `T^2 * KL(softmax(teacher / T) || softmax(student / T))`
+//! for a classifier, or the mean squared error between the two models'
+//! outputs for any other model (`loss = "mse"`).
 //! The held-out batches pick the best step, so on data the descent did not
 //! see the result is never worse than the starting model.
 
@@ -17,7 +19,7 @@ use ndarray::{ArrayD, Axis, Ix2};
 use super::PassOutcome;
 use super::calib::{Calibration, progress_bar};
 use super::edit::Edit;
-use super::recipe::{FinetuneParams, FinetuneSpec};
+use super::recipe::{FinetuneLoss, FinetuneParams, FinetuneSpec};
 use super::units::is_constant_linear;
 use crate::autodiff::Backward;
 use crate::error::{Error, Result};
@@ -39,7 +41,8 @@ struct Param {
 }
 
 /// Returns the constant operands that `params` selects, in graph order.
-fn select(graph: &Graph, params: FinetuneParams, head: NodeId) -> Vec<(NodeId, usize)> {
+/// `all` trains the head's weight only when the model has a head.
+pub(super) fn select(graph: &Graph, params: FinetuneParams, head: Option<NodeId>) -> Vec<(NodeId, usize)> {
     let all = params == FinetuneParams::All;
     let mut chosen = Vec::new();
     for id in graph.topo_order() {
@@ -47,7 +50,7 @@ fn select(graph: &Graph, params: FinetuneParams, head: NodeId) -> Vec<(NodeId, u
         let constant = |slot: usize| node.inputs.get(slot).copied().flatten().is_some_and(|v| graph.konst(v).is_some());
         match node.op {
             Op::Linear if is_constant_linear(graph, id) => {
-                if all && id == head {
+                if all && Some(id) == head {
                     chosen.push((id, 1));
                 }
                 if (all || params == FinetuneParams::Biases) && constant(2) {
@@ -63,14 +66,21 @@ fn select(graph: &Graph, params: FinetuneParams, head: NodeId) -> Vec<(NodeId, u
     chosen
 }
 
-/// One calibration batch and the teacher's softened outputs on it.
+/// One calibration batch and the teacher's outputs on it.
 struct Batch {
     input: Tensor,
-    /// `softmax(teacher / T)`, `[batch, classes]`.
+    /// `softmax(teacher / T)` of `[batch, classes]` logits for KL, the
+    /// teacher's output as it is for MSE.
     target: ArrayD<f32>,
 }
 
-pub fn run_pass(graph: &Graph, teacher: &Graph, spec: &FinetuneSpec, calibration: &Calibration, head: NodeId) -> Result<PassOutcome> {
+pub fn run_pass(
+    graph: &Graph,
+    teacher: &Graph,
+    spec: &FinetuneSpec,
+    calibration: &Calibration,
+    head: Option<NodeId>,
+) -> Result<PassOutcome> {
     let chosen = select(graph, spec.params, head);
     if chosen.is_empty() {
         let params = crate::quant::recipe_spelling(&spec.params);
@@ -88,7 +98,7 @@ pub fn run_pass(graph: &Graph, teacher: &Graph, spec: &FinetuneSpec, calibration
         })
         .collect::<Result<_>>()?;
 
-    let batches = teacher_batches(teacher, calibration, spec.temperature)?;
+    let batches = teacher_batches(teacher, calibration, spec)?;
     let held_count = ((batches.len() as f64 * spec.holdout).round() as usize).min(batches.len().saturating_sub(1));
     let (train, held_out) = batches.split_at(batches.len() - held_count);
     if held_out.is_empty() && spec.holdout > 0.0 {
@@ -103,7 +113,7 @@ pub fn run_pass(graph: &Graph, teacher: &Graph, spec: &FinetuneSpec, calibration
     let train_rows: usize = train.iter().map(|b| b.target.shape()[0]).sum();
 
     let output = graph.outputs()[0];
-    let before = evaluate(&with_params(graph, &params), check, spec.temperature)?;
+    let before = evaluate(&with_params(graph, &params), check, spec)?;
     let mut best = (0usize, before, params.iter().map(|p| p.data.clone()).collect::<Vec<_>>());
     let progress = progress_bar(spec.steps, "finetune");
     for step in 1..=spec.steps {
@@ -119,15 +129,15 @@ pub fn run_pass(graph: &Graph, teacher: &Graph, spec: &FinetuneSpec, calibration
         let mut grads: Vec<ArrayD<f32>> = params.iter().map(|p| ArrayD::zeros(p.data.raw_dim())).collect();
         for batch in train {
             let tape = backward.forward(&[(working.inputs()[0], batch.input.clone())])?;
-            let logits = tape.get(output).and_then(Tensor::as_f32).ok_or_else(|| Error::Internal("finetune lost the output".into()))?;
-            let seed = (softmax(logits, spec.temperature) - &batch.target) * (spec.temperature as f32 / train_rows as f32);
+            let output = tape.get(output).and_then(Tensor::as_f32).ok_or_else(|| Error::Internal("finetune lost the output".into()))?;
+            let seed = loss_gradient(output, &batch.target, spec, train_rows);
             for (sum, grad) in grads.iter_mut().zip(backward.gradients(&tape, seed)?) {
                 *sum += &grad;
             }
         }
         adam(&mut params, &grads, step, spec.learning_rate as f32);
         if step % CHECK_EVERY == 0 || step == spec.steps {
-            let now = evaluate(&with_params(graph, &params), check, spec.temperature)?;
+            let now = evaluate(&with_params(graph, &params), check, spec)?;
             if now.0 < best.1.0 {
                 best = (step, now, params.iter().map(|p| p.data.clone()).collect());
             }
@@ -146,15 +156,21 @@ pub fn run_pass(graph: &Graph, teacher: &Graph, spec: &FinetuneSpec, calibration
     let result = if best_step == 0 { "no step improved it, parameters kept".to_string() } else { format!("best at step {best_step}") };
     outcome.details.insert(
         format!("{} parameter tensors", params.len()),
-        format!(
-            "KL (T={}) {:.5} -> {:.5}, agreement {:.2}% -> {:.2}% on {on}; {} steps, {result}",
-            spec.temperature,
-            before.0,
-            after.0,
-            before.1 * 100.0,
-            after.1 * 100.0,
-            spec.steps
-        ),
+        match spec.loss {
+            FinetuneLoss::Kl => format!(
+                "KL (T={}) {:.5} -> {:.5}, agreement {:.2}% -> {:.2}% on {on}; {} steps, {result}",
+                spec.temperature,
+                before.0,
+                after.0,
+                before.1 * 100.0,
+                after.1 * 100.0,
+                spec.steps
+            ),
+            FinetuneLoss::Mse => format!(
+                "MSE {:.4e} -> {:.4e}, mean cosine {:.5} -> {:.5} on {on}; {} steps, {result}",
+                before.0, after.0, before.1, after.1, spec.steps
+            ),
+        },
     );
     if best_step > 0 {
         for (param, data) in params.iter().zip(data) {
@@ -174,17 +190,33 @@ fn with_params(graph: &Graph, params: &[Param]) -> Graph {
     working
 }
 
-fn teacher_batches(teacher: &Graph, calibration: &Calibration, temperature: f64) -> Result<Vec<Batch>> {
+fn teacher_batches(teacher: &Graph, calibration: &Calibration, spec: &FinetuneSpec) -> Result<Vec<Batch>> {
     let input = teacher.inputs()[0];
     calibration
         .batches
         .iter()
         .map(|batch| {
-            let logits = run(teacher, &[(input, batch.clone())])?.swap_remove(0);
-            let logits = logits.as_f32().ok_or_else(|| Error::Compress("finetune needs f32 outputs".into()))?;
-            Ok(Batch { input: batch.clone(), target: softmax(logits, temperature) })
+            let output = run(teacher, &[(input, batch.clone())])?.swap_remove(0);
+            let output = output.as_f32().ok_or_else(|| Error::Compress("finetune needs f32 outputs".into()))?;
+            let target = match spec.loss {
+                FinetuneLoss::Kl => softmax(output, spec.temperature),
+                FinetuneLoss::Mse => output.clone(),
+            };
+            Ok(Batch { input: batch.clone(), target })
         })
         .collect()
+}
+
+/// Returns the gradient of the loss, averaged over the `train_rows`
+/// training samples, with respect to the student's `output` on one batch.
+fn loss_gradient(output: &ArrayD<f32>, target: &ArrayD<f32>, spec: &FinetuneSpec, train_rows: usize) -> ArrayD<f32> {
+    match spec.loss {
+        FinetuneLoss::Kl => (softmax(output, spec.temperature) - target) * (spec.temperature as f32 / train_rows as f32),
+        FinetuneLoss::Mse => {
+            let per_row = output.len() / output.shape()[0].max(1);
+            (output - target) * (2.0 / (train_rows * per_row.max(1)) as f32)
+        }
+    }
 }
 
 /// Row softmax of `[batch, classes]` logits divided by `temperature`.
@@ -199,26 +231,60 @@ fn softmax(logits: &ArrayD<f32>, temperature: f64) -> ArrayD<f32> {
     p
 }
 
-/// Mean `T^2 KL` and top-1 agreement of the student on `batches`.
-fn evaluate(student: &Graph, batches: &[Batch], temperature: f64) -> Result<(f64, f64)> {
-    let (mut kl, mut agree, mut rows) = (0.0f64, 0usize, 0usize);
+/// Returns the loss of the student on `batches` and a figure a user reads
+/// more easily: top-1 agreement for KL, the mean cosine similarity per
+/// sample for MSE.
+fn evaluate(student: &Graph, batches: &[Batch], spec: &FinetuneSpec) -> Result<(f64, f64)> {
+    let (mut loss, mut figure, mut rows) = (0.0f64, 0.0f64, 0usize);
     for batch in batches {
-        let logits = run(student, &[(student.inputs()[0], batch.input.clone())])?.swap_remove(0);
-        let logits = logits.as_f32().ok_or_else(|| Error::Compress("finetune needs f32 outputs".into()))?;
-        let p = softmax(logits, temperature).into_dimensionality::<Ix2>().map_err(|e| Error::Internal(e.to_string()))?;
-        let t = batch.target.view().into_dimensionality::<Ix2>().map_err(|e| Error::Internal(e.to_string()))?;
-        for (p_row, t_row) in p.rows().into_iter().zip(t.rows()) {
-            for (&p, &t) in p_row.iter().zip(t_row) {
-                if t > 0.0 {
-                    kl += f64::from(t) * (f64::from(t).ln() - f64::from(p.max(f32::MIN_POSITIVE)).ln());
-                }
-            }
-            agree += usize::from(argmax(p_row.iter()) == argmax(t_row.iter()));
-            rows += 1;
-        }
+        let output = run(student, &[(student.inputs()[0], batch.input.clone())])?.swap_remove(0);
+        let output = output.as_f32().ok_or_else(|| Error::Compress("finetune needs f32 outputs".into()))?;
+        let (batch_loss, batch_figure) = match spec.loss {
+            FinetuneLoss::Kl => kl_and_agreement(&softmax(output, spec.temperature), &batch.target)?,
+            FinetuneLoss::Mse => squared_error_and_cosine(output, &batch.target),
+        };
+        loss += batch_loss;
+        figure += batch_figure;
+        rows += batch.target.shape()[0];
     }
     let rows = rows.max(1) as f64;
-    Ok((temperature * temperature * kl / rows, agree as f64 / rows))
+    let scale = if spec.loss == FinetuneLoss::Kl { spec.temperature * spec.temperature } else { 1.0 };
+    Ok((scale * loss / rows, figure / rows))
+}
+
+/// Sums, over the rows of a batch, `KL(t || p)` and top-1 agreement.
+fn kl_and_agreement(p: &ArrayD<f32>, t: &ArrayD<f32>) -> Result<(f64, f64)> {
+    let p = p.view().into_dimensionality::<Ix2>().map_err(|e| Error::Internal(e.to_string()))?;
+    let t = t.view().into_dimensionality::<Ix2>().map_err(|e| Error::Internal(e.to_string()))?;
+    let (mut kl, mut agree) = (0.0f64, 0usize);
+    for (p_row, t_row) in p.rows().into_iter().zip(t.rows()) {
+        for (&p, &t) in p_row.iter().zip(t_row) {
+            if t > 0.0 {
+                kl += f64::from(t) * (f64::from(t).ln() - f64::from(p.max(f32::MIN_POSITIVE)).ln());
+            }
+        }
+        agree += usize::from(argmax(p_row.iter()) == argmax(t_row.iter()));
+    }
+    Ok((kl, agree as f64))
+}
+
+/// Sums, over the samples of a batch, the mean squared error and the
+/// cosine similarity between the student's and the teacher's outputs.
+fn squared_error_and_cosine(output: &ArrayD<f32>, target: &ArrayD<f32>) -> (f64, f64) {
+    let (mut error, mut cosine) = (0.0f64, 0.0f64);
+    for (o, t) in output.outer_iter().zip(target.outer_iter()) {
+        let (mut squared, mut dot, mut oo, mut tt) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        for (&o, &t) in o.iter().zip(t.iter()) {
+            let (o, t) = (f64::from(o), f64::from(t));
+            squared += (o - t) * (o - t);
+            dot += o * t;
+            oo += o * o;
+            tt += t * t;
+        }
+        error += squared / o.len().max(1) as f64;
+        cosine += if oo > 0.0 && tt > 0.0 { dot / (oo * tt).sqrt() } else { f64::from(u8::from(oo == tt)) };
+    }
+    (error, cosine)
 }
 
 fn argmax<'a>(values: impl Iterator<Item = &'a f32>) -> usize {
