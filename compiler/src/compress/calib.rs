@@ -1,5 +1,6 @@
 //! Calibration data and the interpreter runs that the passes make on it.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -29,16 +30,7 @@ impl Calibration {
     /// last batch are left out, so no padding skews the statistics.
     pub fn load(data: &Path, batch_shape: &[usize], samples: usize, normalize: &NormalizeOptions) -> Result<Calibration> {
         let batch = batch_shape.first().copied().unwrap_or(1).max(1);
-        let data_error = |e: crate::eval::dataset::DatasetError| {
-            let message = e.to_string();
-            let path = data.display().to_string();
-            // Most dataset errors already name the file, so it is not repeated.
-            if message.contains(&path) {
-                Error::Compress(format!("calibration data {message}"))
-            } else {
-                Error::Compress(format!("calibration data {path}: {message}"))
-            }
-        };
+        let data_error = |e| data_error(data, e);
         let dataset = Dataset::open_unlabeled(data, &batch_shape[1..], normalize, samples).map_err(data_error)?;
         if !dataset.is_preprocessed() && normalize.mean.is_none() && normalize.std.is_none() {
             tracing::warn!(
@@ -53,17 +45,19 @@ impl Calibration {
         if count > 0 && count < available {
             tracing::warn!(
                 data = %data.display(),
-                "calibration uses {count} of {available} samples: whole batches of {batch} only, so the last {} are left out",
-                available - count
+                "calibration uses {count} of {available} samples: whole batches of {batch} only, so the last {} left out",
+                match available - count {
+                    1 => "one is".to_string(),
+                    n => format!("{n} are"),
+                }
             );
         }
         if count == 0 {
             return Err(Error::Compress(format!(
-                "calibration data {}: {} of its {} sample(s) are used, fewer than one batch of {batch}; \
-                 give at least {batch} samples, or a smaller batch if the model's batch is not fixed",
-                data.display(),
-                samples.min(dataset.len()),
-                dataset.len()
+                "calibration data {}: {available} sample(s) to use, fewer than one batch of {batch}; this model's batch is \
+                 fixed at {batch}, so give a file with at least {batch} samples and --calib-samples (or [calibration] \
+                 samples) of at least {batch}",
+                data.display()
             )));
         }
         let mut batches = Vec::with_capacity(count / batch);
@@ -88,6 +82,13 @@ impl Calibration {
     }
 
     /// Calibration from tensors already shaped like the graph input.
+    /// Returns how many of the first `samples` samples `data` has, for
+    /// inputs of `batch_shape` (batch first).
+    pub fn available(data: &Path, batch_shape: &[usize], samples: usize, normalize: &NormalizeOptions) -> Result<usize> {
+        let dataset = Dataset::open_unlabeled(data, &batch_shape[1..], normalize, samples).map_err(|e| data_error(data, e))?;
+        Ok(samples.min(dataset.len()))
+    }
+
     pub fn from_batches(batches: Vec<Tensor>, source: impl Into<String>) -> Calibration {
         Calibration { batches, source: source.into() }
     }
@@ -133,6 +134,18 @@ impl Calibration {
     }
 }
 
+/// Wraps a dataset error in a compression error that names the file once.
+fn data_error(data: &Path, error: crate::eval::dataset::DatasetError) -> Error {
+    let message = error.to_string();
+    let path = data.display().to_string();
+    // Most dataset errors already name the file, so it is not repeated.
+    if message.contains(&path) {
+        Error::Compress(format!("calibration data {message}"))
+    } else {
+        Error::Compress(format!("calibration data {path}: {message}"))
+    }
+}
+
 /// Rows of a tapped value: the value flattened to `[rows, cols]`, where
 /// `cols` is its last dimension, over all calibration batches.
 #[derive(Clone, Debug, Default)]
@@ -169,11 +182,19 @@ impl Rows {
 /// outputs, which is several times faster than the interpreter; a graph
 /// that the backend cannot lower runs in the interpreter instead.
 pub fn run_rows(graph: &Graph, calibration: &Calibration, taps: &[ValueId], label: &str) -> Result<(Rows, Vec<Rows>)> {
+    run_rows_fed(graph, calibration, &[], taps, label)
+}
+
+/// Runs `graph` like [`run_rows`], feeding the graph's inputs after the
+/// first from `feeds`: rows computed earlier on the same calibration
+/// batches, one entry per extra input.
+fn run_rows_fed(graph: &Graph, calibration: &Calibration, feeds: &[&Rows], taps: &[ValueId], label: &str) -> Result<(Rows, Vec<Rows>)> {
+    let feeds = Feeds::new(graph, calibration, feeds)?;
     match JitRunner::new(graph, taps) {
-        Ok(mut runner) => runner.run(calibration, label),
+        Ok(mut runner) => runner.run(calibration, &feeds, label),
         Err(error) => {
             tracing::debug!(%error, "calibration runs fall back to the interpreter");
-            run_rows_interpreted(graph, calibration, taps, label)
+            run_rows_interpreted(graph, calibration, &feeds, taps, label)
         }
     }
 }
@@ -189,6 +210,87 @@ pub fn run_taps(graph: &Graph, calibration: &Calibration, taps: &[ValueId], labe
     truncated.set_outputs(taps.to_vec());
     truncated.remove_dead_nodes();
     Ok(run_rows(&truncated, calibration, taps, label)?.1)
+}
+
+/// A value that a run computed earlier on every calibration batch, as
+/// rows, fed to a later run in place of the nodes that produce it.
+pub type Seed<'a> = (ValueId, &'a Rows);
+
+/// Runs the part of `graph` that computes `taps`, like [`run_taps`], but
+/// takes the values of `seeds` as given: each becomes a graph input, so
+/// the nodes that only feed seeds do not run again. The seeds must have
+/// been computed on the same calibration batches by nodes that have not
+/// changed since. Taps that are seeds return their rows as they are.
+pub fn run_taps_seeded(graph: &Graph, calibration: &Calibration, taps: &[ValueId], seeds: &[Seed], label: &str) -> Result<Vec<Rows>> {
+    let seeded: HashMap<ValueId, &Rows> = seeds.iter().copied().collect();
+    let mut computed: Vec<ValueId> = Vec::new();
+    for &tap in taps {
+        if !seeded.contains_key(&tap) && !computed.contains(&tap) {
+            computed.push(tap);
+        }
+    }
+    let mut rows: HashMap<ValueId, Rows> = HashMap::new();
+    if !computed.is_empty() {
+        let mut cut = graph.clone();
+        let mut feeds = Vec::with_capacity(seeds.len());
+        for &(value, values) in seeds {
+            let input = cut.add_input(format!("{}/seed", cut.value(value).name), cut.fact(value).clone());
+            cut.replace_all_uses(value, input);
+            feeds.push(values);
+        }
+        cut.set_outputs(computed.clone());
+        cut.remove_dead_nodes();
+        let (_, results) = run_rows_fed(&cut, calibration, &feeds, &computed, label)?;
+        rows.extend(computed.into_iter().zip(results));
+    }
+    taps.iter()
+        .map(|tap| match rows.get(tap) {
+            Some(values) => Ok(values.clone()),
+            None => Ok(seeded[tap].clone()),
+        })
+        .collect()
+}
+
+/// The per-batch inputs of a run: the calibration batch for the graph's
+/// first input and a slice of fed rows for each input after it.
+struct Feeds<'a> {
+    /// Rows of each extra input and the elements that one batch takes.
+    extra: Vec<(&'a Rows, Vec<usize>)>,
+}
+
+impl<'a> Feeds<'a> {
+    fn new(graph: &Graph, calibration: &Calibration, feeds: &[&'a Rows]) -> Result<Feeds<'a>> {
+        let inputs = graph.inputs();
+        if inputs.len() != feeds.len() + 1 {
+            return Err(Error::Internal(format!("a calibration run has {} inputs for {} feeds", inputs.len(), feeds.len())));
+        }
+        let mut extra = Vec::with_capacity(feeds.len());
+        for (&rows, &input) in feeds.iter().zip(&inputs[1..]) {
+            let shape = graph.fact(input).shape.clone();
+            let per_batch: usize = shape.iter().product();
+            if rows.data.len() != per_batch * calibration.batches.len() {
+                return Err(Error::Internal(format!(
+                    "fed value '{}' has {} elements, not {per_batch} for each of {} batches",
+                    graph.value(input).name,
+                    rows.data.len(),
+                    calibration.batches.len()
+                )));
+            }
+            extra.push((rows, shape));
+        }
+        Ok(Feeds { extra })
+    }
+
+    /// Returns the extra inputs of batch `index` as flat slices.
+    fn slices(&self, index: usize) -> Vec<&'a [f32]> {
+        self.extra
+            .iter()
+            .map(|(rows, shape)| {
+                let len: usize = shape.iter().product();
+                &rows.data[index * len..(index + 1) * len]
+            })
+            .collect()
+    }
 }
 
 /// The graph compiled with its first output and the taps as outputs.
@@ -226,16 +328,18 @@ impl JitRunner {
         Ok(JitRunner { jit, pool, buffers, widths, tap_outputs })
     }
 
-    fn run(&mut self, calibration: &Calibration, label: &str) -> Result<(Rows, Vec<Rows>)> {
+    fn run(&mut self, calibration: &Calibration, feeds: &Feeds, label: &str) -> Result<(Rows, Vec<Rows>)> {
         let progress = progress_bar(calibration.batches.len(), label);
         let mut collected: Vec<Rows> = self.widths.iter().map(|&cols| Rows { data: Vec::new(), cols }).collect();
-        for batch in &calibration.batches {
+        for (index, batch) in calibration.batches.iter().enumerate() {
             let array = batch.as_f32().ok_or_else(|| Error::Compress("calibration batches must be f32".into()))?;
             let input: Vec<f32> = array.iter().copied().collect();
+            let mut inputs = vec![input.as_slice()];
+            inputs.extend(feeds.slices(index));
             let mut outputs: Vec<&mut [f32]> = self.buffers.iter_mut().map(|b| b.as_mut_slice()).collect();
             self.jit
                 .model
-                .run(&[&input], &mut outputs, Some(&self.pool))
+                .run(&inputs, &mut outputs, Some(&self.pool))
                 .map_err(|e| Error::Internal(format!("calibration run failed: {e}")))?;
             for (rows, buffer) in collected.iter_mut().zip(&self.buffers) {
                 rows.data.extend_from_slice(buffer);
@@ -248,13 +352,23 @@ impl JitRunner {
     }
 }
 
-fn run_rows_interpreted(graph: &Graph, calibration: &Calibration, taps: &[ValueId], label: &str) -> Result<(Rows, Vec<Rows>)> {
-    let input = graph.inputs()[0];
+fn run_rows_interpreted(
+    graph: &Graph,
+    calibration: &Calibration,
+    feeds: &Feeds,
+    taps: &[ValueId],
+    label: &str,
+) -> Result<(Rows, Vec<Rows>)> {
     let progress = progress_bar(calibration.batches.len(), label);
     let mut outputs = Rows::default();
     let mut tapped = vec![Rows::default(); taps.len()];
-    for batch in &calibration.batches {
-        let (results, values) = run_with_taps(graph, &[(input, batch.clone())], taps)?;
+    for (index, batch) in calibration.batches.iter().enumerate() {
+        let mut inputs = vec![(graph.inputs()[0], batch.clone())];
+        for ((slice, (_, shape)), &input) in feeds.slices(index).into_iter().zip(&feeds.extra).zip(&graph.inputs()[1..]) {
+            let array = ArrayD::from_shape_vec(IxDyn(shape), slice.to_vec()).map_err(|e| Error::Internal(e.to_string()))?;
+            inputs.push((input, Tensor::F32(array)));
+        }
+        let (results, values) = run_with_taps(graph, &inputs, taps)?;
         let first = results.first().ok_or_else(|| Error::Compress("the model has no outputs".into()))?;
         outputs.push(first, "output")?;
         for ((rows, tensor), &tap) in tapped.iter_mut().zip(&values).zip(taps) {

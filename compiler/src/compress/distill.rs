@@ -4,16 +4,20 @@
 //!
 //! Layers are refit in topological order, each from the student's actual
 //! inputs, which already include the earlier refits; layers that read the
-//! same value are refit from one interpreter run. With the residual
+//! same value are refit from one calibration run. Each run also keeps the
+//! values that the later layers read from the part of the graph that no
+//! later refit changes (the residual stream of a ViT). The next run starts
+//! from them instead of from the model's input, so all runs together cost
+//! about one pass through the model. With the residual
 //! target, a layer whose output is added to the residual stream matches
 //! `teacher stream after the add - student stream before it`, so every
 //! refit also absorbs the error that earlier layers left in the stream.
 //! A per-channel constant scale between the layer and the add (the layer
 //! scale of DINOv2-style blocks) divides that difference channel by channel.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::calib::{Calibration, Rows, run_taps};
+use super::calib::{Calibration, Rows, run_taps, run_taps_seeded};
 use super::edit::{Edit, apply};
 use super::importance::linear_weight;
 use super::linalg::{matrix_of, ridge_fit, tensor_of, tensor_of_vector};
@@ -21,6 +25,7 @@ use super::recipe::{DistillSpec, DistillTarget, RidgeToward};
 use crate::error::{Error, Result};
 use crate::ir::op::BinaryOp;
 use crate::ir::{Graph, NodeId, Op, ValueId};
+use crate::tensor::DType;
 
 /// Outcome of one refit.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -72,18 +77,24 @@ pub fn run(
     let teacher_rows: HashMap<ValueId, Rows> = teacher_taps.into_iter().zip(teacher_rows).collect();
 
     let mut refits = Vec::new();
-    for group in groups_by_input(student, &order) {
+    let groups = groups_by_input(student, &order);
+    // Values computed by the previous run that no refit from here on changes.
+    let mut seeds: Vec<(ValueId, Rows)> = Vec::new();
+    for (index, group) in groups.iter().enumerate() {
         let ids = node_ids(student);
         let input = student.node(ids[&group[0]]).inputs[0].expect("Linear has an input");
         let mut taps = vec![input];
         taps.extend(group.iter().filter_map(|name| targets[name].residual));
         taps.extend(group.iter().map(|name| student.node(ids[name]).outputs[0]));
-        let taps = dedup(taps);
-        let rows = run_taps(student, calibration, &taps, "distill")?;
+        let remaining: Vec<NodeId> = groups[index..].iter().flatten().map(|name| ids[name]).collect();
+        let kept = boundary(student, &remaining);
+        let taps = dedup(taps.into_iter().chain(kept.iter().copied()).collect());
+        let seed_rows: Vec<_> = seeds.iter().map(|(value, rows)| (*value, rows)).collect();
+        let rows = run_taps_seeded(student, calibration, &taps, &seed_rows, "distill")?;
         let tapped: HashMap<ValueId, Rows> = taps.into_iter().zip(rows).collect();
 
         let mut edits = Vec::new();
-        for name in &group {
+        for name in group {
             let node = ids[name];
             let target = &targets[name];
             let wanted = target_rows(&teacher_rows[&target.teacher], target, &tapped)?;
@@ -101,8 +112,36 @@ pub fn run(
             refits.push(Refit { layer: name.clone(), target: kind, relative_error_before: before, relative_error_after: after });
         }
         apply(student, &edits, "pass 'distill'")?;
+        seeds = kept.into_iter().filter(|value| student.contains_value(*value)).map(|value| (value, tapped[&value].clone())).collect();
     }
     Ok(refits)
+}
+
+/// Returns the f32 activations that the nodes reachable from `layers`
+/// (`layers` included) read from the rest of the graph. Refitting `layers`
+/// does not change them, so a run before the refit can feed them to the
+/// runs after it. Constants and graph inputs are left out.
+fn boundary(graph: &Graph, layers: &[NodeId]) -> Vec<ValueId> {
+    let mut reached: HashSet<NodeId> = HashSet::new();
+    let mut stack = layers.to_vec();
+    while let Some(node) = stack.pop() {
+        if reached.insert(node) {
+            for &output in &graph.node(node).outputs {
+                stack.extend(graph.users(output).into_iter().map(|(user, _)| user));
+            }
+        }
+    }
+    let mut values = Vec::new();
+    for node in graph.topo_order().into_iter().filter(|node| reached.contains(node)) {
+        for value in graph.node(node).inputs.iter().flatten().copied() {
+            let producer = graph.value(value).producer;
+            let outside = !reached.contains(&producer) && !matches!(graph.node(producer).op, Op::Input);
+            if outside && graph.konst(value).is_none() && graph.fact(value).dtype == DType::F32 && !values.contains(&value) {
+                values.push(value);
+            }
+        }
+    }
+    values
 }
 
 fn node_ids(graph: &Graph) -> HashMap<String, NodeId> {
