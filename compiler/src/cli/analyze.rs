@@ -73,7 +73,10 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
     }
     let onnx = vitc::onnx::OnnxModel::load(&args.model)?;
     let declared = vitc::eval::DeclaredInput::of(&onnx)?;
-    let shape = declared.bind(args.batch, None).map_err(|message| anyhow::anyhow!("{}: {message}", args.model.display()))?;
+    let bind = |batch| declared.bind(batch, None).map_err(|message| anyhow::anyhow!("{}: {message}", args.model.display()));
+    // A symbolic batch shrinks to the samples that the data has, so that one whole batch remains.
+    let available = Calibration::available(&args.data, &bind(1)?, args.samples, &normalize_for(&args.model)?)?;
+    let shape = bind(args.batch.min(available.max(1)))?;
     let options = ImportOptions { input_shapes: HashMap::from([(declared.name.clone(), shape.clone())]), ..ImportOptions::default() };
     let mut graph = vitc::onnx::import_model(&onnx, &options).with_context(|| format!("cannot import {}", args.model.display()))?;
     PassManager::canonicalize().run(&mut graph)?;

@@ -122,8 +122,10 @@ pub fn compress_for(model: &std::path::Path, graph: &mut Graph, compression: &Co
     };
     let input = *graph.inputs().first().ok_or_else(|| Error::Compress("the model has no input".into()))?;
     let shape = graph.fact(input).shape.clone();
-    // Fewer samples than one batch would leave no full batch to calibrate on.
-    let requested = compression.recipe.calibration.batch.min(compression.recipe.calibration.samples).max(1);
+    // Fewer samples than one batch would leave no full batch to calibrate
+    // on, so a symbolic batch shrinks to the samples that the data has.
+    let samples = Calibration::available(data, &shape, compression.recipe.calibration.samples, &compression.normalize)?;
+    let requested = compression.recipe.calibration.batch.min(samples).max(1);
     let batch = calibration_batch(model, &shape, requested)?;
     if batch == shape.first().copied().unwrap_or(1) {
         let calibration = Calibration::load(data, &shape, compression.recipe.calibration.samples, &compression.normalize)?;

@@ -207,7 +207,8 @@ impl fmt::Display for CompressReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "compression: {}", self.recipe)?;
         if let Some(source) = &self.calibration {
-            writeln!(f, "calibration: {} samples of {source}", self.calibration_samples)?;
+            let plural = if self.calibration_samples == 1 { "" } else { "s" };
+            writeln!(f, "calibration: {} sample{plural} of {source}", self.calibration_samples)?;
         }
         if self.batch > 1 {
             writeln!(f, "FLOPs below are for a batch of {}", self.batch)?;
