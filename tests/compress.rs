@@ -643,6 +643,8 @@ fn finetune_rejects_bad_settings() {
         ("params = [\"biases\", \"norms\"]", "params takes one name"),
         ("loss = \"mse\"", "loss = \"mse\" trains params = \"biases\", \"norms\" or \"all\", not \"head\""),
         ("loss = \"cross-entropy\"", "unknown variant"),
+        ("loss = 3", "expected a string"),
+        ("params = 3", "a name: head, head-bias, biases, norms or all"),
     ] {
         let error = error_of(&format!("[[pass]]\nkind = \"finetune\"\n{pass}\n"), &mut graph, None);
         assert!(error.contains(expected), "{pass}: {error}");
@@ -682,4 +684,41 @@ fn calibration_with_nan_is_rejected() {
     assert!(error.contains("calibration.npy"), "{error}");
     assert!(error.contains("sample 2"), "{error}");
     assert!(error.contains("NaN"), "{error}");
+}
+
+/// Fewer samples than one batch: the error gives the count that was
+/// requested, not the file's size.
+#[test]
+fn calibration_smaller_than_a_batch_is_rejected() {
+    let path = fetched("data/mnist/train_images.npy");
+    let error = Calibration::load(&path, &[32, 1, 28, 28], 5, &mnist_normalize()).unwrap_err().to_string();
+    assert!(error.contains("5 sample(s) to use, fewer than one batch of 32"), "{error}");
+}
+
+/// A run that starts from values computed earlier (seeds) gives the same
+/// rows as a run from the model's input.
+#[test]
+fn seeded_runs_match_full_runs() {
+    let graph = mnist_graph(32);
+    let calibration = calibration(64);
+    let norms: Vec<_> =
+        graph.topo_order().into_iter().filter(|&n| graph.node(n).op.name() == "LayerNorm").map(|n| graph.node(n).outputs[0]).collect();
+    let adds: Vec<_> = graph
+        .topo_order()
+        .into_iter()
+        .filter(|&n| graph.node(n).op.name() == "Add" && graph.node(n).name.contains("blocks.0"))
+        .map(|n| graph.node(n).outputs[0])
+        .collect();
+    let stream = *adds.last().expect("block 0 ends with a residual Add");
+    let taps = [*norms.last().unwrap(), norms[2], stream];
+    let full = vitc::compress::calib::run_taps(&graph, &calibration, &taps, "full").unwrap();
+    let seed = vitc::compress::calib::run_taps(&graph, &calibration, &[stream], "seed").unwrap();
+    let seeded = vitc::compress::calib::run_taps_seeded(&graph, &calibration, &taps, &[(stream, &seed[0])], "seeded").unwrap();
+    assert_eq!(seeded.len(), taps.len());
+    for (index, (a, b)) in full.iter().zip(&seeded).enumerate() {
+        assert_eq!(a.cols, b.cols, "tap {index}: widths differ");
+        assert_eq!(a.rows(), b.rows(), "tap {index}: row counts differ");
+        let diff = a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(diff <= 1e-5, "tap {index}: the seeded run differs by {diff}");
+    }
 }

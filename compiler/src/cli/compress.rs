@@ -74,7 +74,7 @@ pub struct CompressArgs {
     /// Calibration samples (.npy, .npz or image folder, like --data of
     /// vitc eval). Needed by pruning with activation, reconstruction (the
     /// default) or taylor importance, low-rank's activation method (the
-    /// default), distill and static INT8.
+    /// default), distill, finetune and static INT8.
     #[arg(long, value_name = "DATA", help_heading = "Compression")]
     pub calib_data: Option<PathBuf>,
 

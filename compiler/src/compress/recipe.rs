@@ -337,17 +337,24 @@ pub struct FinetuneSpec {
     #[serde(default, deserialize_with = "one_params_set")]
     pub params: FinetuneParams,
     /// The loss that the descent minimizes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "loss_name")]
     pub loss: FinetuneLoss,
     /// Fraction of the calibration samples held out to pick the best step.
     #[serde(default = "default_holdout")]
     pub holdout: f64,
 }
 
+/// Reads `loss` as a string first, so that a value of another type gets
+/// serde's plain "expected a string" instead of an enum's message.
+fn loss_name<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<FinetuneLoss, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    FinetuneLoss::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&name))
+}
+
 /// Reads `params` as one name, and rejects a list with a message that names the accepted values.
 fn one_params_set<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<FinetuneParams, D::Error> {
     #[derive(Deserialize)]
-    #[serde(untagged)]
+    #[serde(untagged, expecting = "a name: head, head-bias, biases, norms or all")]
     enum Form {
         One(String),
         Many(Vec<String>),
@@ -361,7 +368,7 @@ fn one_params_set<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::res
     }
 }
 
-fn default_temperature() -> f64 {
+pub(super) fn default_temperature() -> f64 {
     2.0
 }
 
@@ -601,7 +608,8 @@ fn validate_pass(pass: &PassSpec) -> std::result::Result<(), String> {
             }
             if spec.loss == FinetuneLoss::Mse && spec.params.head_only() {
                 return Err(format!(
-                    "loss = \"mse\" trains params = \"biases\", \"norms\" or \"all\", not \"{}\": the head modes minimize KL",
+                    "loss = \"mse\" trains params = \"biases\", \"norms\" or \"all\", not \"{}\" (params defaults to \
+                     \"head\"): the head modes minimize KL; set params = \"all\" to train every bias and LayerNorm",
                     crate::quant::recipe_spelling(&spec.params)
                 ));
             }

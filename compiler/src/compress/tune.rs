@@ -129,8 +129,8 @@ pub fn run_pass(
         let mut grads: Vec<ArrayD<f32>> = params.iter().map(|p| ArrayD::zeros(p.data.raw_dim())).collect();
         for batch in train {
             let tape = backward.forward(&[(working.inputs()[0], batch.input.clone())])?;
-            let output = tape.get(output).and_then(Tensor::as_f32).ok_or_else(|| Error::Internal("finetune lost the output".into()))?;
-            let seed = loss_gradient(output, &batch.target, spec, train_rows);
+            let student = tape.get(output).and_then(Tensor::as_f32).ok_or_else(|| Error::Internal("finetune lost the output".into()))?;
+            let seed = loss_gradient(student, &batch.target, spec, train_rows);
             for (sum, grad) in grads.iter_mut().zip(backward.gradients(&tape, seed)?) {
                 *sum += &grad;
             }
