@@ -250,18 +250,22 @@ fn search(
 impl fmt::Display for Sensitivity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let refit = if self.distill { ", each refit by distill" } else { "" };
+        let samples = |n: usize| if n == 1 { "1 sample".to_string() } else { format!("{n} samples") };
         if !self.held_out {
             writeln!(
                 f,
-                "sensitivity on {} calibration samples ({} importance{refit}), fitted and measured on the same samples; \
+                "sensitivity on {} of calibration data ({} importance{refit}), fitted and measured on the same samples; \
                  give two batches or more to measure on held-out ones",
-                self.samples, self.importance
+                samples(self.samples),
+                self.importance
             )?;
         } else {
             writeln!(
                 f,
-                "sensitivity on {} held-out calibration samples, passes fitted on {} others ({} importance{refit})",
-                self.samples, self.fit_samples, self.importance
+                "sensitivity on {} of held-out calibration data, passes fitted on {} ({} importance{refit})",
+                samples(self.samples),
+                samples(self.fit_samples),
+                self.importance
             )?;
         }
         writeln!(f, "{:<28} {:>6} {:>12} {:>10} {:>10} {:>10}", "unit", "ratio", "FLOPs saved", "agreement", "rel.error", "cosine")?;
