@@ -52,6 +52,12 @@ impl Calibration {
                 }
             );
         }
+        if available == 0 {
+            return Err(Error::Compress(format!(
+                "calibration data {}: no samples to use; give a file with samples, and a sample count of at least 1",
+                data.display()
+            )));
+        }
         if count == 0 {
             return Err(Error::Compress(format!(
                 "calibration data {}: {available} sample(s) to use, fewer than one batch of {batch}; this model's batch is \
@@ -81,7 +87,6 @@ impl Calibration {
         Ok(Calibration { batches, source: data.display().to_string() })
     }
 
-    /// Calibration from tensors already shaped like the graph input.
     /// Returns how many of the first `samples` samples `data` has, for
     /// inputs of `batch_shape` (batch first).
     pub fn available(data: &Path, batch_shape: &[usize], samples: usize, normalize: &NormalizeOptions) -> Result<usize> {
@@ -89,6 +94,7 @@ impl Calibration {
         Ok(samples.min(dataset.len()))
     }
 
+    /// Calibration from tensors already shaped like the graph input.
     pub fn from_batches(batches: Vec<Tensor>, source: impl Into<String>) -> Calibration {
         Calibration { batches, source: source.into() }
     }
