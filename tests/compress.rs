@@ -722,3 +722,17 @@ fn seeded_runs_match_full_runs() {
         assert!(diff <= 1e-5, "tap {index}: the seeded run differs by {diff}");
     }
 }
+
+/// A model whose output is an ArgMax has no f32 output to compare, and
+/// the error names the output and its type.
+#[test]
+fn integer_output_is_rejected() {
+    let mut graph = mnist_graph(32);
+    let logits = graph.outputs()[0];
+    let op = vitc::ir::Op::ArgMax { axis: 1, keepdims: false, select_last_index: false };
+    let fact = vitc::ir::Fact::new(vitc::tensor::DType::I64, vec![32]);
+    let classes = graph.add_simple(op, "classes", vec![Some(logits)], fact);
+    graph.set_outputs(vec![classes]);
+    let error = error_of("[[pass]]\nkind = \"prune\"\nflops = 0.3\nimportance = \"activation\"\n", &mut graph, Some(&calibration(32)));
+    assert!(error.contains("'classes' is i64"), "{error}");
+}

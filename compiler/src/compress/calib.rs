@@ -170,7 +170,13 @@ impl Rows {
     }
 
     fn push(&mut self, tensor: &Tensor, name: &str) -> Result<()> {
-        let array = tensor.as_f32().ok_or_else(|| Error::Compress(format!("value '{name}' is not f32")))?;
+        let array = tensor.as_f32().ok_or_else(|| {
+            Error::Compress(format!(
+                "the passes read f32 values on calibration data, but '{name}' is {}; a model whose first output is \
+                 not f32 (for example an ArgMax) cannot be compressed",
+                format!("{:?}", tensor.dtype()).to_lowercase()
+            ))
+        })?;
         let cols = array.shape().last().copied().unwrap_or(1);
         if self.cols != 0 && self.cols != cols {
             return Err(Error::Internal(format!("value '{name}' changed width between batches")));
@@ -376,7 +382,7 @@ fn run_rows_interpreted(
         }
         let (results, values) = run_with_taps(graph, &inputs, taps)?;
         let first = results.first().ok_or_else(|| Error::Compress("the model has no outputs".into()))?;
-        outputs.push(first, "output")?;
+        outputs.push(first, &graph.value(graph.outputs()[0]).name)?;
         for ((rows, tensor), &tap) in tapped.iter_mut().zip(&values).zip(taps) {
             rows.push(tensor, &graph.value(tap).name)?;
         }
