@@ -79,6 +79,14 @@ pub fn run(graph: &Graph, teacher: &Graph, spec: &FinetuneSpec, calibration: &Ca
     }
 
     let problem = Problem::new(features, &teacher_logits, spec);
+    if problem.held_out_rows() == 0 && spec.holdout > 0.0 {
+        tracing::warn!(
+            "finetune holds out no sample: {} calibration sample(s) at holdout {} leave none for checking, so the training \
+             samples pick the best step; give more calibration samples to hold some out",
+            features.rows(),
+            spec.holdout
+        );
+    }
     let weight = linear_weight(graph, head).as_f32().ok_or_else(|| Error::Compress(format!("head '{name}' is not f32")))?;
     let (out, k) = (weight.shape()[0], weight.shape()[1]);
     let w0 = DMatrix::from_row_iterator(out, k, weight.iter().map(|&v| f64::from(v)));
