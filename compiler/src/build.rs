@@ -185,6 +185,16 @@ pub fn build(model: &Path, options: &BuildOptions) -> Result<BuildOutput> {
     Ok(BuildOutput { graph, program, object, header, report })
 }
 
+/// Headers of the C library (C17 and common glibc and POSIX ones) that a
+/// generated `NAME.h` would hide from a program compiled with the build
+/// folder on its include path.
+const SYSTEM_HEADERS: [&str; 37] = [
+    "assert", "complex", "ctype", "errno", "fenv", "float", "inttypes", "iso646", "limits", "locale", "math", "setjmp",
+    "signal", "stdalign", "stdarg", "stdatomic", "stdbool", "stddef", "stdint", "stdio", "stdlib", "stdnoreturn", "string",
+    "tgmath", "threads", "time", "uchar", "wchar", "wctype", "features", "unistd", "pthread", "fcntl", "dlfcn", "sched",
+    "malloc", "endian",
+];
+
 /// Writes `NAME.o`, `NAME.h`, `NAME.report.txt`, `NAME.report.json` and
 /// `NAME.program.txt` (the kernel listing) into `dir`; returns the paths.
 pub fn write_artifacts(dir: &Path, output: &BuildOutput) -> Result<Vec<PathBuf>> {
@@ -194,6 +204,13 @@ pub fn write_artifacts(dir: &Path, output: &BuildOutput) -> Result<Vec<PathBuf>>
     }
     std::fs::create_dir_all(dir).map_err(|error| Error::Write { path: dir.to_path_buf(), error })?;
     let name = &output.report.name;
+    if SYSTEM_HEADERS.contains(&name.as_str()) {
+        tracing::warn!(
+            "the header {name}.h has the name of a C library header, which it hides from C files compiled with -I {}; \
+             give the build another name with --name",
+            dir.display()
+        );
+    }
     let json = serde_json::to_string_pretty(&output.report).map_err(|e| Error::Internal(e.to_string()))?;
     let files: [(String, Vec<u8>); 5] = [
         (format!("{name}.o"), output.object.clone()),

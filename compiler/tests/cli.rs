@@ -453,3 +453,11 @@ fn run_warns_about_nan_input_and_output() {
 fn calibration_options_without_compression_fail() {
     assert_clean_failure(&vitc(&["inspect", &mnist_model(), "--calib-samples", "8"]), "--calib-samples is given but no compression is");
 }
+
+#[test]
+fn header_named_like_a_c_library_header_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = vitc(&["build", &mnist_model(), "--name", "stdio", "-o", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("stdio.h has the name of a C library header"), "{}", stderr(&out));
+}
