@@ -148,7 +148,11 @@ impl fmt::Display for Report {
             "throughput: {:.1} samples/s ({:.2} s in model runs)",
             timing.samples_per_second, timing.model_seconds
         )?;
-        write!(f, "time:       {:.2} s total, {:.2} s to prepare the model(s)", timing.total_seconds, timing.prepare_seconds)
+        write!(
+            f,
+            "time:       {:.2} s in the evaluation loop, {:.2} s before it to prepare the model(s)",
+            timing.total_seconds, timing.prepare_seconds
+        )
     }
 }
 
