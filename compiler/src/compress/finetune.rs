@@ -1,5 +1,6 @@
 //! Logit-level distillation of the classifier head. The modes that also
-//! train parameters inside the network are in [`super::tune`].
+//! train parameters inside the network, and the squared-error loss for
+//! models that are not classifiers, are in [`super::tune`].
 //!
 //! Full-batch Adam trains the student's head to minimize
 //! `T^2 * KL(softmax(teacher / T) || softmax(student / T))` over the
