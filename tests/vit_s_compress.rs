@@ -172,8 +172,8 @@ fn pruned_30_percent_does_less_work() {
 /// cores).
 // NOTE: not met. These settings give 0.992 / 0.997 / 0.998 / 0.976
 // (astronaut, coffee, chelsea, rocket). Refitting only the pruned layers
-// gave 0.987 / 0.997 / 0.997 / 0.976 with 152 samples, and the same with
-// ridge 0.03 instead of 0.1. It gave 0.988 / 0.995 / 0.992 / 0.972 with
+// gave 0.987 / 0.997 / 0.997 / 0.976 with 152 samples, and 0.988 / 0.997
+// / 0.997 / 0.976 with ridge 0.03 instead of 0.1. It gave 0.988 / 0.995 / 0.992 / 0.972 with
 // 72 samples, and 0.987 / 0.996 / 0.988 / 0.960 with 16 (the settings of
 // pruned_30_percent_does_less_work). With 16, max-unit-ratio 0.75 gave
 // rocket 0.937. With 28 samples (every photo whole, three views more of
