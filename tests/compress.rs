@@ -542,6 +542,9 @@ fn kl_finetune_of_the_head_recovers_accuracy() {
     println!("{detail}");
     println!("top-1 {:.2}% pruned, {:.2}% after KL fine-tuning of the head", pruned.top1_accuracy * 100.0, finetuned.top1_accuracy * 100.0);
     assert!(detail.contains("best at step"), "no step improved the held-out KL: {detail}");
+    let outcome = report.passes[1].finetune.as_ref().expect("the pass report has the finetune outcome");
+    assert_eq!((outcome.loss, outcome.parameter_tensors), ("kl", 2));
+    assert!(outcome.loss_after < outcome.loss_before, "{outcome:?}");
     assert!(finetuned.top1_accuracy > pruned.top1_accuracy + 0.002, "{} vs {}", finetuned.top1_accuracy, pruned.top1_accuracy);
     let agreement = |r: &Report| r.reference_comparison.as_ref().unwrap().top1_agreement;
     assert!(agreement(&finetuned) > agreement(&pruned));
@@ -571,6 +574,9 @@ fn kl_finetune_inside_the_network() {
         all_cmp.mean_kl_divergence
     );
     assert!(detail.contains("best at step"), "no step improved the held-out KL: {detail}");
+    let outcome = all.compression.as_ref().unwrap().passes[1].finetune.as_ref().expect("the pass report has the finetune outcome");
+    assert_eq!((outcome.loss, outcome.figure), ("kl", "top-1 agreement"));
+    assert!(outcome.loss_after < outcome.loss_before, "{outcome:?}");
     assert!(all_cmp.mean_kl_divergence < head_cmp.mean_kl_divergence, "tuning inside the network did not lower the KL");
     assert!(all_cmp.top1_agreement >= head_cmp.top1_agreement, "tuning inside the network lowered the agreement");
 }
@@ -615,6 +621,12 @@ fn mse_finetune_of_a_feature_model() {
     println!("{detail}");
     assert!(detail.contains("MSE"), "the finetune detail does not report the MSE: {detail}");
     assert!(detail.contains("best at step"), "no step improved the held-out MSE: {detail}");
+    let outcome = report.passes[1].finetune.as_ref().expect("the pass report has the finetune outcome");
+    assert_eq!(outcome.loss, "mse");
+    assert!(outcome.held_out, "no batch was held out: {outcome:?}");
+    assert!(outcome.best_step > 0, "{outcome:?}");
+    assert!(outcome.loss_after < outcome.loss_before, "{outcome:?}");
+    assert!(outcome.figure_after > outcome.figure_before, "the mean cosine did not rise: {outcome:?}");
 
     let (before, after) = (held_out_relative_error(&pruned, &teacher), held_out_relative_error(&tuned, &teacher));
     println!("relative error of the features on 256 test images: pruned {before:.4}, pruned + finetune {after:.4}");

@@ -17,6 +17,7 @@ use super::calib::{Calibration, Rows, run_rows};
 use super::edit::Edit;
 use super::importance::{linear_bias, linear_weight};
 use super::recipe::{FinetuneLoss, FinetuneParams, FinetuneSpec};
+use super::report::FinetuneOutcome;
 use super::units::is_constant_linear;
 use crate::error::{Error, Result};
 use crate::ir::{Graph, NodeId};
@@ -99,6 +100,20 @@ pub fn run(graph: &Graph, teacher: &Graph, spec: &FinetuneSpec, calibration: &Ca
 
     let mut outcome = PassOutcome::default();
     outcome.details.insert(name.clone(), trained.summary(spec, problem.held_out_rows()));
+    let held_out = problem.held_out_rows();
+    outcome.finetune = Some(FinetuneOutcome {
+        loss: "kl",
+        parameter_tensors: if spec.params == FinetuneParams::Head { 2 } else { 1 },
+        steps: trained.steps,
+        best_step: trained.best_step,
+        checked_samples: if held_out > 0 { held_out } else { problem.train.0.nrows() },
+        held_out: held_out > 0,
+        loss_before: trained.before.0,
+        loss_after: trained.after.0,
+        figure: "top-1 agreement",
+        figure_before: trained.before.1,
+        figure_after: trained.after.1,
+    });
     if trained.best_step > 0 {
         let weight = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[out, k]), trained.w.transpose().iter().map(|&v| v as f32).collect())
             .expect("out * k values");

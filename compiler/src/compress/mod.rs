@@ -58,6 +58,8 @@ pub(crate) struct PassOutcome {
     pub sparse: Vec<String>,
     /// Layers replaced by two factors.
     pub factored: Vec<String>,
+    /// Outcome of a finetune pass, for the report.
+    pub finetune: Option<report::FinetuneOutcome>,
 }
 
 /// The result of [`compress`].
@@ -179,6 +181,7 @@ pub fn compress_for(model: &std::path::Path, graph: &mut Graph, compression: &Co
             refits: Vec::new(),
             loaded: None,
             quantization: Some(quantization),
+            finetune: None,
             output_error,
             seconds: start.elapsed().as_secs_f64(),
         });
@@ -333,6 +336,7 @@ fn run_pass(
         refits: Vec::new(),
         loaded: None,
         quantization: None,
+        finetune: None,
         output_error: None,
         seconds: 0.0,
     };
@@ -382,6 +386,7 @@ fn run_pass(
             PassOutcome { edits, ..PassOutcome::default() }
         }
     };
+    report.finetune = outcome.finetune.clone();
     apply(graph, &outcome.edits, stage)?;
     state.absorb(outcome);
     Ok(report)

@@ -100,6 +100,28 @@ fn argmax(values: &[f32]) -> usize {
     values.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
 }
 
+/// Outcome of a finetune pass, measured on the batches that pick the best
+/// step (held out, or the training batches when none is held out).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FinetuneOutcome {
+    /// The loss: `kl` or `mse`.
+    pub loss: &'static str,
+    pub parameter_tensors: usize,
+    pub steps: usize,
+    /// The step whose parameters were kept; 0 when no step improved the loss.
+    pub best_step: usize,
+    /// Samples that picked the best step, and whether they were held out.
+    pub checked_samples: usize,
+    pub held_out: bool,
+    pub loss_before: f64,
+    pub loss_after: f64,
+    /// The measure in `figure_before` and `figure_after`: `top-1
+    /// agreement` for KL, `mean cosine` for MSE.
+    pub figure: &'static str,
+    pub figure_before: f64,
+    pub figure_after: f64,
+}
+
 /// What one pass did.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PassReport {
@@ -116,6 +138,8 @@ pub struct PassReport {
     pub loaded: Option<LoadReport>,
     /// Scales and decisions of a quantize pass.
     pub quantization: Option<crate::quant::QuantReport>,
+    /// The parameters a finetune pass trained and the loss it reached.
+    pub finetune: Option<FinetuneOutcome>,
     /// Against the teacher, after this pass; `None` without calibration data.
     pub output_error: Option<OutputError>,
     pub seconds: f64,

@@ -20,6 +20,7 @@ use super::PassOutcome;
 use super::calib::{Calibration, progress_bar};
 use super::edit::Edit;
 use super::recipe::{FinetuneLoss, FinetuneParams, FinetuneSpec};
+use super::report::FinetuneOutcome;
 use super::units::is_constant_linear;
 use crate::autodiff::Backward;
 use crate::error::{Error, Result};
@@ -148,6 +149,23 @@ pub fn run_pass(
 
     let (best_step, after, data) = best;
     let mut outcome = PassOutcome::default();
+    let (loss, figure) = match spec.loss {
+        FinetuneLoss::Kl => ("kl", "top-1 agreement"),
+        FinetuneLoss::Mse => ("mse", "mean cosine"),
+    };
+    outcome.finetune = Some(FinetuneOutcome {
+        loss,
+        parameter_tensors: params.len(),
+        steps: spec.steps,
+        best_step,
+        checked_samples: check.iter().map(|b| b.target.shape()[0]).sum(),
+        held_out: !held_out.is_empty(),
+        loss_before: before.0,
+        loss_after: after.0,
+        figure,
+        figure_before: before.1,
+        figure_after: after.1,
+    });
     let on = match held_out.len() {
         0 => "the training batches".to_string(),
         1 => "1 held-out batch".to_string(),
