@@ -87,8 +87,8 @@ pub fn run(
         taps.extend(group.iter().filter_map(|name| targets[name].residual));
         taps.extend(group.iter().map(|name| student.node(ids[name]).outputs[0]));
         let remaining: Vec<NodeId> = groups[index..].iter().flatten().map(|name| ids[name]).collect();
-        let kept = boundary(student, &remaining);
-        let taps = dedup(taps.into_iter().chain(kept.iter().copied()).collect());
+        let unchanged = boundary(student, &remaining);
+        let taps = dedup(taps.into_iter().chain(unchanged.iter().copied()).collect());
         let seed_rows: Vec<_> = seeds.iter().map(|(value, rows)| (*value, rows)).collect();
         let rows = run_taps_seeded(student, calibration, &taps, &seed_rows, "distill")?;
         let tapped: HashMap<ValueId, Rows> = taps.into_iter().zip(rows).collect();
@@ -112,7 +112,7 @@ pub fn run(
             refits.push(Refit { layer: name.clone(), target: kind, relative_error_before: before, relative_error_after: after });
         }
         apply(student, &edits, "pass 'distill'")?;
-        seeds = kept.into_iter().filter(|value| student.contains_value(*value)).map(|value| (value, tapped[&value].clone())).collect();
+        seeds = unchanged.into_iter().filter(|value| student.contains_value(*value)).map(|value| (value, tapped[&value].clone())).collect();
     }
     Ok(refits)
 }

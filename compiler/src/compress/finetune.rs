@@ -52,9 +52,8 @@ pub fn check(graph: &Graph, spec: &FinetuneSpec) -> Result<()> {
     if spec.loss == FinetuneLoss::Mse && spec.temperature != super::recipe::default_temperature() {
         tracing::warn!("finetune ignores temperature = {} with loss = \"mse\": the temperature softens KL targets only", spec.temperature);
     }
-    if !spec.params.head_only() && super::tune::select(graph, spec.params, head).is_empty() {
-        let params = crate::quant::recipe_spelling(&spec.params);
-        return Err(Error::Recipe(format!("finetune params = \"{params}\" selects no constant in this model")));
+    if !spec.params.head_only() {
+        super::tune::select(graph, spec.params, head)?;
     }
     Ok(())
 }

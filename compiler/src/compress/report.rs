@@ -110,8 +110,9 @@ pub struct FinetuneOutcome {
     pub steps: usize,
     /// The step whose parameters were kept; 0 when no step improved the loss.
     pub best_step: usize,
-    /// Samples that picked the best step, and whether they were held out.
+    /// Samples that picked the best step.
     pub checked_samples: usize,
+    /// Whether those samples were held out from training.
     pub held_out: bool,
     pub loss_before: f64,
     pub loss_after: f64,

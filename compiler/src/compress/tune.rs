@@ -41,9 +41,10 @@ struct Param {
     second: ArrayD<f32>,
 }
 
-/// Returns the constant operands that `params` selects, in graph order.
-/// `all` trains the head's weight only when the model has a head.
-pub(super) fn select(graph: &Graph, params: FinetuneParams, head: Option<NodeId>) -> Vec<(NodeId, usize)> {
+/// Returns the constant operands that `params` selects, in graph order,
+/// or an error when it selects none. `all` trains the head's weight only
+/// when the model has a head.
+pub(super) fn select(graph: &Graph, params: FinetuneParams, head: Option<NodeId>) -> Result<Vec<(NodeId, usize)>> {
     let all = params == FinetuneParams::All;
     let mut chosen = Vec::new();
     for id in graph.topo_order() {
@@ -64,7 +65,11 @@ pub(super) fn select(graph: &Graph, params: FinetuneParams, head: Option<NodeId>
             _ => {}
         }
     }
-    chosen
+    if chosen.is_empty() {
+        let params = crate::quant::recipe_spelling(&params);
+        return Err(Error::Recipe(format!("finetune params = \"{params}\" selects no constant in this model")));
+    }
+    Ok(chosen)
 }
 
 /// One calibration batch and the teacher's outputs on it.
@@ -82,11 +87,7 @@ pub fn run_pass(
     calibration: &Calibration,
     head: Option<NodeId>,
 ) -> Result<PassOutcome> {
-    let chosen = select(graph, spec.params, head);
-    if chosen.is_empty() {
-        let params = crate::quant::recipe_spelling(&spec.params);
-        return Err(Error::Recipe(format!("finetune params = \"{params}\" selects no constant in this model")));
-    }
+    let chosen = select(graph, spec.params, head)?;
     let mut params: Vec<Param> = chosen
         .into_iter()
         .map(|(node, slot)| {
