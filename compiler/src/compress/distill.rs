@@ -8,7 +8,9 @@
 //! values that the later layers read from the part of the graph that no
 //! later refit changes (the residual stream of a ViT). The next run starts
 //! from them instead of from the model's input, so all runs together cost
-//! about one pass through the model. With the residual
+//! about one pass through the model. The teacher runs the same way, group
+//! by group, so memory holds the calibration rows of one group's inputs and
+//! targets at a time, not those of every layer. With the residual
 //! target, a layer whose output is added to the residual stream matches
 //! `teacher stream after the add - student stream before it`, so every
 //! refit also absorbs the error that earlier layers left in the stream.
@@ -17,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::calib::{Calibration, Rows, run_taps, run_taps_seeded};
+use super::calib::{Calibration, Rows, run_taps_seeded};
 use super::edit::{Edit, apply};
 use super::importance::linear_weight;
 use super::linalg::{matrix_of, ridge_fit, tensor_of, tensor_of_vector};
@@ -66,21 +68,29 @@ pub fn run(
         return Ok(Vec::new());
     }
 
-    // One teacher run for every target.
     let mut targets = BTreeMap::new();
     for name in &order {
         let target = target_for(teacher, student, name, &teacher_names, lineage, spec.target)?;
         targets.insert(name.clone(), target);
     }
-    let teacher_taps: Vec<ValueId> = dedup(targets.values().map(|t| t.teacher).collect());
-    let teacher_rows = run_taps(teacher, calibration, &teacher_taps, "teacher")?;
-    let teacher_rows: HashMap<ValueId, Rows> = teacher_taps.into_iter().zip(teacher_rows).collect();
 
     let mut refits = Vec::new();
     let groups = groups_by_input(student, &order);
     // Values computed by the previous run that no refit from here on changes.
     let mut seeds: Vec<(ValueId, Rows)> = Vec::new();
+    // The teacher runs group by group too, so that only one group's targets
+    // are in memory at a time.
+    let mut teacher_seeds: Vec<(ValueId, Rows)> = Vec::new();
     for (index, group) in groups.iter().enumerate() {
+        let teacher_layers: Vec<NodeId> = groups[index..].iter().flatten().map(|name| teacher_names[name.as_str()]).collect();
+        let teacher_unchanged = boundary(teacher, &teacher_layers);
+        let group_targets = group.iter().map(|name| targets[name].teacher);
+        let teacher_taps = dedup(group_targets.chain(teacher_unchanged.iter().copied()).collect());
+        let seed_rows: Vec<_> = teacher_seeds.iter().map(|(value, rows)| (*value, rows)).collect();
+        let rows = run_taps_seeded(teacher, calibration, &teacher_taps, &seed_rows, "teacher")?;
+        let teacher_rows: HashMap<ValueId, Rows> = teacher_taps.into_iter().zip(rows).collect();
+        teacher_seeds = teacher_unchanged.into_iter().map(|value| (value, teacher_rows[&value].clone())).collect();
+
         let ids = node_ids(student);
         let input = student.node(ids[&group[0]]).inputs[0].expect("Linear has an input");
         let mut taps = vec![input];
