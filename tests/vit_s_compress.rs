@@ -27,11 +27,11 @@ const PHOTOS: [&str; 4] = ["astronaut", "coffee", "chelsea", "rocket"];
 const MIN_COSINE: f64 = 0.99;
 
 /// 16 calibration samples in batches of 8 (the model's batch is symbolic,
-/// so the passes run on a copy bound to batch 8): one view each of 16
-/// photos, 8 of them in color.
+/// so the passes run on a copy bound to batch 8): the whole of each of 16
+/// color photos.
 const CALIBRATION: &str = "[calibration]\nsamples = 16\nbatch = 8\n";
-/// Every row of the calibration file: eight views each of 19 photos.
-const ALL_CALIBRATION: &str = "[calibration]\nsamples = 152\nbatch = 8\n";
+/// Every row of the calibration file: eight views each of 63 photos.
+const ALL_CALIBRATION: &str = "[calibration]\nsamples = 504\nbatch = 8\n";
 
 fn compression(passes: &str) -> Compression {
     compression_on(CALIBRATION, passes)
@@ -167,15 +167,25 @@ fn pruned_30_percent_does_less_work() {
 }
 
 /// The accuracy target of a 30% FLOP cut: cosine 0.99 on every held-out
-/// photo. This test takes the best settings found: all 152 calibration
-/// samples and a refit of every encoder Linear (about 14 minutes on 2
+/// photo. This test takes all 504 calibration samples (eight views of 63
+/// photos) and a refit of every encoder Linear (about 46 minutes on 2
 /// cores).
-// NOTE: not met. These settings give 0.992 / 0.997 / 0.998 / 0.976
-// (astronaut, coffee, chelsea, rocket). Refitting only the pruned layers
+// NOTE: not met. These settings give 0.993 / 0.998 / 0.999 / 0.970
+// (astronaut, coffee, chelsea, rocket). Rocket moves with the choice of
+// calibration photos more than with their number. An intermediate set of
+// 36 photos (the 63 without OpenCV's) gave 0.992 / 0.998 / 0.9995 / 0.983
+// with all 288 rows and a refit of the pruned layers only. Its first 16
+// rows gave 0.993 / 0.996 / 0.999 / 0.961, against 0.993 / 0.995 / 0.999 /
+// 0.971 for the first 16 of the current file, which differ only in how
+// eight of the photos were scaled down. Scoring units by a
+// power mean of the per-sample Taylor scores instead of the mean changed
+// rocket by less than that (0.946 with p = 2, 0.962 with p = 4, 16
+// samples).
+// The file before it (19 photos, 152 rows) gave 0.992 / 0.997 / 0.998 /
+// 0.976 with these settings. Refitting only the pruned layers
 // gave 0.987 / 0.997 / 0.997 / 0.976 with 152 samples, and 0.988 / 0.997
 // / 0.997 / 0.976 with ridge 0.03 instead of 0.1. It gave 0.988 / 0.995 / 0.992 / 0.972 with
-// 72 samples, and 0.987 / 0.996 / 0.988 / 0.960 with 16 (the settings of
-// pruned_30_percent_does_less_work). With 16, max-unit-ratio 0.75 gave
+// 72 samples, and 0.987 / 0.996 / 0.988 / 0.960 with 16. With 16, max-unit-ratio 0.75 gave
 // rocket 0.937. With 28 samples (every photo whole, three views more of
 // the three everyday scenes), a finetune pass after the distill (loss =
 // "mse", params = "all") found no step that improved the held-out
@@ -199,7 +209,7 @@ fn pruned_30_percent_does_less_work() {
 // reconstruction criterion, and a low-rank rewrite of every encoder
 // Linear to 66% of its parameters instead of pruning (0.744).
 #[test]
-#[ignore = "fails: the 30% pruned ViT-S reaches cosine 0.976 on rocket, 0.99 or more on the other photos"]
+#[ignore = "fails: the 30% pruned ViT-S reaches cosine 0.970 on rocket, 0.99 or more on the other photos"]
 fn pruned_30_percent_keeps_output_map() {
     let distill = format!("{DISTILL}layers = \"encoder\"\n");
     let pruned = build_vit_s("pruned", Some(compression_on(ALL_CALIBRATION, &format!("{PRUNE}{distill}"))));

@@ -9,8 +9,8 @@
 //! later refit changes (the residual stream of a ViT). The next run starts
 //! from them instead of from the model's input, so all runs together cost
 //! about one pass through the model. The teacher runs the same way, group
-//! by group, so memory holds the calibration rows of one group's inputs and
-//! targets at a time, not those of every layer. With the residual
+//! by group, so only one group's inputs and targets are kept in memory,
+//! not those of every layer. With the residual
 //! target, a layer whose output is added to the residual stream matches
 //! `teacher stream after the add - student stream before it`, so every
 //! refit also absorbs the error that earlier layers left in the stream.
