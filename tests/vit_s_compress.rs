@@ -177,10 +177,10 @@ fn pruned_30_percent_does_less_work() {
 // with all 288 rows and a refit of the pruned layers only. Its first 16
 // rows gave 0.993 / 0.996 / 0.999 / 0.961, against 0.993 / 0.995 / 0.999 /
 // 0.971 for the first 16 of the current file, which differ only in how
-// eight of the photos were scaled down. Scoring units by a
-// power mean of the per-sample Taylor scores instead of the mean changed
-// rocket by less than that (0.946 with p = 2, 0.962 with p = 4, 16
-// samples).
+// eight of the photos were scaled down. Scoring units by a power mean of
+// the per-sample Taylor scores instead of the mean moved rocket by as
+// little or as much (0.946 with p = 2, 0.962 with p = 4, against 0.961
+// with the mean, on those 16 rows).
 // The file before it (19 photos, 152 rows) gave 0.992 / 0.997 / 0.998 /
 // 0.976 with these settings. Refitting only the pruned layers
 // gave 0.987 / 0.997 / 0.997 / 0.976 with 152 samples, and 0.988 / 0.997
