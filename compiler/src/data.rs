@@ -115,12 +115,20 @@ pub fn read_regular_file(path: &Path) -> Result<Vec<u8>> {
 const MAX_NPY_HEADER: usize = 1 << 20;
 
 /// The fields of an `.npy` header.
+#[derive(Clone, Debug)]
 pub struct NpyHeader {
     /// Element type, such as `'<f4'`.
     pub descr: String,
     /// Shape, when the header's text parses.
     pub shape: Option<Vec<usize>>,
     pub fortran_order: bool,
+}
+
+impl NpyHeader {
+    /// Length of the leading axis, when the shape parses and has one.
+    pub fn rows(&self) -> Option<usize> {
+        self.shape.as_ref().and_then(|shape| shape.first().copied())
+    }
 }
 
 /// Checks that the `.npy` data read from `reader`, `available` bytes in
@@ -180,6 +188,18 @@ fn npy_field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     let rest = header[start..].trim_start().strip_prefix(':')?.trim_start();
     let end = if rest.starts_with('(') { rest.find(')')? + 1 } else { rest.find(',')? };
     Some(rest[..end].trim())
+}
+
+/// Reads the header of the `.npy` file at `path` and checks that the file
+/// holds as much data as the header declares. `None` when the header is
+/// malformed, which [`read_npy`] then reports.
+pub fn read_npy_header(path: &Path) -> Result<Option<NpyHeader>> {
+    check_regular_file(path)?;
+    let io_error = |error| Error::Io { path: path.to_path_buf(), error };
+    let file = std::fs::File::open(path).map_err(io_error)?;
+    let available = file.metadata().map_err(io_error)?.len();
+    let mut reader = std::io::BufReader::new(file);
+    check_npy_length(&mut reader, available).map_err(|message| Error::Input { input: path.display().to_string(), message })
 }
 
 /// Reads at most the first `max_rows` entries of the leading axis of an

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use ndarray::{ArrayD, IxDyn, OwnedRepr};
 use ndarray_npy::{NpzReader, ReadNpyError, ReadNpzError};
 
-use crate::data::{ImageLayout, Normalize, load_image_with, read_npy};
+use crate::data::{ImageLayout, Normalize, NpyHeader, load_image_with, read_npy, read_npy_header, read_npy_rows};
 use crate::tensor::{ShapeDisplay, Tensor};
 
 /// A dataset that cannot be read or does not fit the model.
@@ -215,6 +215,33 @@ impl Dataset {
     /// `labels` is required for a `.npy` dataset and rejected for the
     /// others. `normalize` applies to u8 arrays and image files only.
     pub fn open(path: &Path, labels: Option<&Path>, sample_shape: &[usize], normalize: &NormalizeOptions) -> Result<Dataset> {
+        Dataset::open_first(path, labels, sample_shape, normalize, None)
+    }
+
+    /// Opens the dataset like [`Dataset::open`] but keeps only its first
+    /// `limit` samples. Of an `.npy` or `.npz`, only those samples and
+    /// labels are read, after a check of the declared counts.
+    pub fn open_first(
+        path: &Path,
+        labels: Option<&Path>,
+        sample_shape: &[usize],
+        normalize: &NormalizeOptions,
+        limit: Option<usize>,
+    ) -> Result<Dataset> {
+        let mut dataset = Dataset::open_all_or_first(path, labels, sample_shape, normalize, limit)?;
+        if let Some(limit) = limit {
+            dataset.truncate(limit);
+        }
+        Ok(dataset)
+    }
+
+    fn open_all_or_first(
+        path: &Path,
+        labels: Option<&Path>,
+        sample_shape: &[usize],
+        normalize: &NormalizeOptions,
+        limit: Option<usize>,
+    ) -> Result<Dataset> {
         if !path.exists() {
             return Err(DatasetError::NotFound { what: "dataset", path: path.to_path_buf() });
         }
@@ -229,13 +256,13 @@ impl Dataset {
         match extension.as_str() {
             "npy" => {
                 let labels = labels.ok_or_else(|| DatasetError::MissingLabels { path: path.to_path_buf() })?;
-                open_npy(path, labels, sample_shape, normalize)
+                open_npy(path, labels, sample_shape, normalize, limit)
             }
             "npz" => {
                 if labels.is_some() {
                     return Err(DatasetError::UnexpectedLabels { path: path.to_path_buf() });
                 }
-                open_npz(path, sample_shape, normalize, true, None)
+                open_npz(path, sample_shape, normalize, true, limit)
             }
             _ => Err(DatasetError::Format { path: path.to_path_buf() }),
         }
@@ -361,21 +388,42 @@ impl Dataset {
     }
 }
 
-/// Opens a `.npy` of samples with its labels in another `.npy`.
-fn open_npy(path: &Path, labels_path: &Path, sample_shape: &[usize], normalize: &NormalizeOptions) -> Result<Dataset> {
+/// Opens a `.npy` of samples with its labels in another `.npy`. With
+/// `limit`, only the first `limit` rows of each are read, once their headers
+/// declare the same number of rows.
+fn open_npy(
+    path: &Path,
+    labels_path: &Path,
+    sample_shape: &[usize],
+    normalize: &NormalizeOptions,
+    limit: Option<usize>,
+) -> Result<Dataset> {
     if !labels_path.exists() {
         return Err(DatasetError::NotFound { what: "labels file", path: labels_path.to_path_buf() });
     }
     let location = path.display().to_string();
-    let samples = read_npy(path)?;
-    let labels = read_npy(labels_path)?;
+    let (samples, labels) = match limit {
+        None => (read_npy(path)?, read_npy(labels_path)?),
+        Some(limit) => {
+            let rows = |file: &Path| -> Result<Option<usize>> { Ok(read_npy_header(file)?.and_then(|h| h.rows())) };
+            if let (Some(samples), Some(labels)) = (rows(path)?, rows(labels_path)?)
+                && samples != labels
+            {
+                let (labels_path, data_path) = (labels_path.to_path_buf(), path.to_path_buf());
+                return Err(DatasetError::LabelCount { labels_path, labels, data_path, samples });
+            }
+            (read_npy_rows(path, limit)?, read_npy_rows(labels_path, limit)?)
+        }
+    };
     let labels = labels_from_tensor(labels, &labels_path.display().to_string())?;
     from_arrays(path, labels_path, &location, samples, labels, sample_shape, normalize)
 }
 
 /// Opens an `.npz` with an `images` and a `labels` array. Without
-/// `need_labels` the `labels` array is not read (it may be missing), every
-/// sample gets label 0, and only the first `max_samples` images are read.
+/// `need_labels` the `labels` array is not read (it may be missing) and
+/// every sample gets label 0. With `max_samples`, only the first
+/// `max_samples` images (and labels) are decompressed, once the headers
+/// declare as many labels as images.
 fn open_npz(path: &Path, sample_shape: &[usize], normalize: &NormalizeOptions, need_labels: bool, max_samples: Option<usize>) -> Result<Dataset> {
     let read_error = |message: String| DatasetError::Read { path: path.to_path_buf(), message };
     let file = File::open(path).map_err(|e| read_error(e.to_string()))?;
@@ -391,14 +439,26 @@ fn open_npz(path: &Path, sample_shape: &[usize], normalize: &NormalizeOptions, n
     }
 
     let images_location = format!("{}, array 'images'", path.display());
-    let images = match npz_member_rows(path, "images", max_samples.filter(|_| !need_labels))? {
+    let (images_header, images) = npz_member_rows(path, "images", max_samples)?;
+    let images = match images {
         Some(images) => images,
         None => read_npz_array(&mut reader, path, "images", &images_location)?,
     };
-    // Calibration needs no labels, and its images may be cut short.
+    // Calibration needs no labels.
     let labels = if need_labels {
         let labels_location = format!("{}, array 'labels'", path.display());
-        let labels = read_npz_array(&mut reader, path, "labels", &labels_location)?;
+        let (labels_header, labels) = npz_member_rows(path, "labels", max_samples)?;
+        let declared = (images_header.and_then(|h| h.rows()), labels_header.and_then(|h| h.rows()));
+        if let (Some(samples), Some(labels)) = declared
+            && samples != labels
+        {
+            let data_path = path.to_path_buf();
+            return Err(DatasetError::LabelCount { labels_path: data_path.clone(), labels, data_path, samples });
+        }
+        let labels = match labels {
+            Some(labels) => labels,
+            None => read_npz_array(&mut reader, path, "labels", &labels_location)?,
+        };
         labels_from_tensor(labels, &labels_location)?
     } else {
         vec![0; images.shape().first().copied().unwrap_or(0)]
@@ -412,10 +472,11 @@ fn check_npz_member(path: &Path, name: &str) -> Result<()> {
     npz_member_rows(path, name, None).map(|_| ())
 }
 
-/// Checks the `.npz` member `name` like [`check_npz_member`] and, with
-/// `max_rows`, returns its first rows, decompressing no more than those
-/// (`None` for a layout that [`crate::data::npy_rows_from`] does not read).
-fn npz_member_rows(path: &Path, name: &str, max_rows: Option<usize>) -> Result<Option<Tensor>> {
+/// Checks the `.npz` member `name` like [`check_npz_member`] and returns its
+/// header (`None` when malformed) and, with `max_rows`, its first rows,
+/// decompressing no more than those (`None` for a layout that
+/// [`crate::data::npy_rows_from`] does not read).
+fn npz_member_rows(path: &Path, name: &str, max_rows: Option<usize>) -> Result<(Option<NpyHeader>, Option<Tensor>)> {
     let read_error = |message: String| DatasetError::Read { path: path.to_path_buf(), message };
     let file = File::open(path).map_err(|e| read_error(e.to_string()))?;
     let mut archive = zip::ZipArchive::new(file).map_err(|e| read_error(format!("not a valid .npz archive: {e}")))?;
@@ -424,10 +485,11 @@ fn npz_member_rows(path: &Path, name: &str, max_rows: Option<usize>) -> Result<O
     let size = entry.size();
     let header =
         crate::data::check_npy_length(&mut entry, size).map_err(|message| read_error(format!("array '{name}': {message}")))?;
-    let (Some(header), Some(max_rows)) = (header, max_rows) else {
-        return Ok(None);
+    let (Some(header), Some(max_rows)) = (header.clone(), max_rows) else {
+        return Ok((header, None));
     };
-    crate::data::npy_rows_from(&mut entry, &header, max_rows).map_err(|e| read_error(format!("array '{name}': {e}")))
+    let rows = crate::data::npy_rows_from(&mut entry, &header, max_rows).map_err(|e| read_error(format!("array '{name}': {e}")))?;
+    Ok((Some(header), rows))
 }
 
 /// Reads one array of an `.npz`, whatever its element type.
@@ -898,5 +960,41 @@ mod tests {
         assert_eq!(dataset.len(), 3);
         let error = Dataset::open(dir.path(), None, &[1, 2, 2], &NormalizeOptions::default()).err().expect("rejected").to_string();
         assert!(error.contains("no class subfolders"), "{error}");
+    }
+
+    #[test]
+    fn limited_npy_reads_first_rows() {
+        use ndarray_npy::WriteNpyExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (data, labels) = (dir.path().join("data.npy"), dir.path().join("labels.npy"));
+        let samples = ndarray::Array3::<f32>::from_shape_fn((3, 1, 2), |(n, _, w)| (2 * n + w) as f32);
+        samples.write_npy(File::create(&data).unwrap()).unwrap();
+        ndarray::arr1(&[2i64, 0, 1]).write_npy(File::create(&labels).unwrap()).unwrap();
+
+        let dataset = Dataset::open_first(&data, Some(&labels), &[1, 1, 2], &NormalizeOptions::default(), Some(2)).unwrap();
+        assert_eq!(dataset.len(), 2);
+        assert_eq!(dataset.class_indices(3).unwrap(), vec![2, 0]);
+        let mut out = [0.0; 4];
+        dataset.load_batch(0..2, &mut out).unwrap();
+        assert_eq!(out, [0.0, 1.0, 2.0, 3.0]);
+
+        // A labels file of another length is an error with a limit too.
+        ndarray::arr1(&[2i64, 0, 1, 1]).write_npy(File::create(&labels).unwrap()).unwrap();
+        let error = Dataset::open_first(&data, Some(&labels), &[1, 1, 2], &NormalizeOptions::default(), Some(2)).err().unwrap();
+        assert!(matches!(error, DatasetError::LabelCount { labels: 4, samples: 3, .. }), "{error}");
+    }
+
+    #[test]
+    fn limited_npz_reads_first_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.npz");
+        let images = ndarray::Array3::<u8>::from_shape_fn((3, 1, 2), |(n, _, w)| (2 * n + w) as u8).into_dyn();
+        write_npz(&path, &images, &ndarray::arr1(&[1i64, 0, 1]), true);
+        let dataset = Dataset::open_first(&path, None, &[1, 1, 2], &NormalizeOptions::default(), Some(1)).unwrap();
+        assert_eq!((dataset.len(), dataset.class_indices(2).unwrap()), (1, vec![1]));
+
+        write_npz(&path, &images, &ndarray::arr1(&[1i64, 0]), true);
+        let error = Dataset::open_first(&path, None, &[1, 1, 2], &NormalizeOptions::default(), Some(1)).err().unwrap();
+        assert!(matches!(error, DatasetError::LabelCount { labels: 2, samples: 3, .. }), "{error}");
     }
 }

@@ -155,10 +155,8 @@ pub fn evaluate(model_path: &Path, options: &EvalOptions) -> Result<Report, Eval
     let probe_shape = declared.bind(1, options.size).map_err(model_error)?;
 
     // Step 2: the dataset.
-    let mut dataset = Dataset::open(&options.data, options.labels.as_deref(), &probe_shape[1..], &options.normalize)?;
-    if let Some(limit) = options.limit {
-        dataset.truncate(limit);
-    }
+    let dataset =
+        Dataset::open_first(&options.data, options.labels.as_deref(), &probe_shape[1..], &options.normalize, options.limit)?;
     warn_about_dataset(&dataset, options);
 
     // Step 3: the model and the reference, for one batch size. A built
