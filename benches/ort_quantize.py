@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-CACHE_DIR = Path(os.environ.get("VITC_CACHE", Path.home() / ".cache" / "vitc"))
+CACHE_DIR = Path(os.environ.get("VITC_CACHE") or Path.home() / ".cache" / "vitc")
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 INPUT_NAME = "input_image"
 

