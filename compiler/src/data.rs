@@ -173,7 +173,11 @@ pub fn check_npy_length(reader: &mut impl std::io::Read, available: u64) -> std:
     let data = available.saturating_sub((8 + length_bytes + header_len) as u64);
     let needed = dims.iter().try_fold(item_size, |total, &d| total.checked_mul(d));
     match needed {
-        Some(needed) if needed <= data => Ok(Some(parsed)),
+        Some(needed) if needed == data => Ok(Some(parsed)),
+        Some(needed) if needed < data => Err(format!(
+            "the header declares shape {shape} of {descr}, {needed} bytes, but {data} bytes follow it; \
+             the header is wrong or other data was appended, so write the file again"
+        )),
         _ => Err(format!(
             "the header declares shape {shape} of {descr}, more data than the {data} bytes that follow it; \
              the file is cut short or its header is wrong, so write it again"
@@ -190,9 +194,9 @@ fn npy_field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     Some(rest[..end].trim())
 }
 
-/// Reads the header of the `.npy` file at `path` and checks that the file
-/// holds as much data as the header declares. `None` when the header is
-/// malformed, which [`read_npy`] then reports.
+/// Reads the header of the `.npy` file at `path` and checks that the data
+/// after it has the length that the header declares. `None` when the
+/// header is malformed, which [`read_npy`] then reports.
 pub fn read_npy_header(path: &Path) -> Result<Option<NpyHeader>> {
     check_regular_file(path)?;
     let io_error = |error| Error::Io { path: path.to_path_buf(), error };
@@ -205,8 +209,8 @@ pub fn read_npy_header(path: &Path) -> Result<Option<NpyHeader>> {
 /// Reads at most the first `max_rows` entries of the leading axis of an
 /// `.npy` file, and only those bytes, so that a few calibration samples
 /// taken from a large file cost little memory. Other layouts than C-order
-/// little-endian f32, f64, u8 and i8 are read whole by [`read_npy`] and
-/// then cut.
+/// little-endian f32, f64, i64, i32, u8, i8 and bool are read whole by
+/// [`read_npy`] and then cut.
 pub fn read_npy_rows(path: &Path, max_rows: usize) -> Result<Tensor> {
     check_regular_file(path)?;
     let io_error = |error| Error::Io { path: path.to_path_buf(), error };
@@ -242,8 +246,21 @@ pub fn npy_rows_from(reader: &mut impl std::io::Read, header: &NpyHeader, max_ro
     };
     let mut read_shape = shape.clone();
     read_shape[0] = read_shape[0].min(max_rows);
-    let mut bytes = vec![0u8; read_shape.iter().product::<usize>() * dtype.size_bytes()];
-    reader.read_exact(&mut bytes)?;
+    let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidData, message);
+    let length = read_shape
+        .iter()
+        .try_fold(dtype.size_bytes(), |total, &d| total.checked_mul(d))
+        .ok_or_else(|| invalid(format!("shape {read_shape:?} is too large")))?;
+    // The buffer grows with the data read, so a size that an archive
+    // overstates cannot make it allocate more than the data it contains.
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(reader.by_ref(), length as u64), &mut bytes)?;
+    if bytes.len() != length {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the data ends after {} of the {length} bytes of the first {} rows", bytes.len(), read_shape[0]),
+        ));
+    }
     let tensor = crate::onnx::tensor::from_raw(dtype, &read_shape, &bytes)
         .map_err(|message| std::io::Error::new(std::io::ErrorKind::InvalidData, message))?;
     Ok(Some(tensor))

@@ -485,11 +485,29 @@ fn npz_member_rows(path: &Path, name: &str, max_rows: Option<usize>) -> Result<(
     let size = entry.size();
     let header =
         crate::data::check_npy_length(&mut entry, size).map_err(|message| read_error(format!("array '{name}': {message}")))?;
-    let (Some(header), Some(max_rows)) = (header.clone(), max_rows) else {
-        return Ok((header, None));
+    if let (Some(parsed), Some(max_rows)) = (&header, max_rows) {
+        let rows = crate::data::npy_rows_from(&mut entry, parsed, max_rows).map_err(|e| read_error(format!("array '{name}': {e}")))?;
+        if rows.is_some() {
+            return Ok((header, rows));
+        }
+    }
+    drop(entry);
+
+    // A full read follows, and ndarray-npy allocates the size that the
+    // header declares, which the check above took from the archive. So the
+    // member is decompressed once to check that it contains that much.
+    let mut entry = archive.by_name(&member).map_err(|e| read_error(format!("array '{name}': {e}")))?;
+    let damaged = |found: String| {
+        read_error(format!(
+            "array '{name}': the archive declares {size} bytes but the member {found}; the file is damaged, so write it again"
+        ))
     };
-    let rows = crate::data::npy_rows_from(&mut entry, &header, max_rows).map_err(|e| read_error(format!("array '{name}': {e}")))?;
-    Ok((Some(header), rows))
+    match std::io::copy(&mut entry, &mut std::io::sink()) {
+        Ok(held) if held == size => {}
+        Ok(held) => return Err(damaged(format!("holds {held}"))),
+        Err(error) => return Err(damaged(format!("cannot be read in full ({error})"))),
+    }
+    Ok((header, None))
 }
 
 /// Reads one array of an `.npz`, whatever its element type.
@@ -772,6 +790,46 @@ mod tests {
         let error = Dataset::open(&path, None, &[1, 2, 2], &NormalizeOptions::default()).err().expect("rejected").to_string();
         assert!(error.contains("array 'images'"), "{error}");
         assert!(error.contains("cut short"), "{error}");
+    }
+
+    #[test]
+    fn npy_with_appended_data_rejected() {
+        use ndarray_npy::WriteNpyExt;
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let (data, labels) = (dir.path().join("data.npy"), dir.path().join("labels.npy"));
+        ndarray::Array3::<f32>::zeros((2, 1, 2)).write_npy(File::create(&data).unwrap()).unwrap();
+        std::fs::OpenOptions::new().append(true).open(&data).unwrap().write_all(&[0; 8]).unwrap();
+        ndarray::arr1(&[0i64, 1]).write_npy(File::create(&labels).unwrap()).unwrap();
+
+        for limit in [None, Some(1)] {
+            let error = Dataset::open_first(&data, Some(&labels), &[1, 1, 2], &NormalizeOptions::default(), limit)
+                .err()
+                .expect("rejected")
+                .to_string();
+            assert!(error.contains("other data was appended"), "limit {limit:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn npz_overstated_sizes_rejected() {
+        // The header declares 3.84 GB of f32 data and the archive's size
+        // fields agree with it, but the member contains 16 bytes of data.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("overstated.npz");
+        let images = crate::data::tests::npy_bytes("(240000000, 1, 2, 2)", 4);
+        let declared = ((images.len() - 16) as u32 + 240_000_000 * 16).to_le_bytes();
+        write_npz_members(&path, &[("images.npy", images), ("labels.npy", crate::data::tests::npy_bytes("(1,)", 1))]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let central = bytes.windows(4).position(|w| w == b"PK\x01\x02").expect("central directory");
+        for offset in [18, 22, central + 20, central + 24] {
+            bytes[offset..offset + 4].copy_from_slice(&declared);
+        }
+        std::fs::write(&path, bytes).unwrap();
+
+        let error = Dataset::open(&path, None, &[1, 2, 2], &NormalizeOptions::default()).err().expect("rejected").to_string();
+        assert!(error.contains("array 'images'"), "{error}");
+        assert!(error.contains("the archive declares"), "{error}");
     }
 
     fn gray_preprocess() -> Preprocess {
