@@ -132,7 +132,7 @@ impl NpyHeader {
 }
 
 /// Checks that the `.npy` data read from `reader`, `available` bytes in
-/// all, is as long as its header declares, and returns the header (`None`
+/// all, is exactly as long as its header declares, and returns the header (`None`
 /// when it is malformed, which ndarray-npy then reports). It leaves
 /// `reader` at the start of the data. ndarray-npy allocates the declared
 /// size before reading, so a header that overstates the shape would abort

@@ -228,44 +228,33 @@ impl Dataset {
         normalize: &NormalizeOptions,
         limit: Option<usize>,
     ) -> Result<Dataset> {
-        let mut dataset = Dataset::open_all_or_first(path, labels, sample_shape, normalize, limit)?;
+        if !path.exists() {
+            return Err(DatasetError::NotFound { what: "dataset", path: path.to_path_buf() });
+        }
+        let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let mut dataset = if path.is_dir() {
+            if labels.is_some() {
+                return Err(DatasetError::UnexpectedLabels { path: path.to_path_buf() });
+            }
+            open_folder(path, sample_shape, normalize, true)?
+        } else if extension == "npy" {
+            let labels = labels.ok_or_else(|| DatasetError::MissingLabels { path: path.to_path_buf() })?;
+            open_npy(path, labels, sample_shape, normalize, limit)?
+        } else if extension == "npz" {
+            if labels.is_some() {
+                return Err(DatasetError::UnexpectedLabels { path: path.to_path_buf() });
+            }
+            open_npz(path, sample_shape, normalize, true, limit)?
+        } else {
+            return Err(DatasetError::Format { path: path.to_path_buf() });
+        };
+
+        // A folder and an array layout that is read whole still contain
+        // every sample here.
         if let Some(limit) = limit {
             dataset.truncate(limit);
         }
         Ok(dataset)
-    }
-
-    fn open_all_or_first(
-        path: &Path,
-        labels: Option<&Path>,
-        sample_shape: &[usize],
-        normalize: &NormalizeOptions,
-        limit: Option<usize>,
-    ) -> Result<Dataset> {
-        if !path.exists() {
-            return Err(DatasetError::NotFound { what: "dataset", path: path.to_path_buf() });
-        }
-        if path.is_dir() {
-            if labels.is_some() {
-                return Err(DatasetError::UnexpectedLabels { path: path.to_path_buf() });
-            }
-            return open_folder(path, sample_shape, normalize, true);
-        }
-
-        let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-        match extension.as_str() {
-            "npy" => {
-                let labels = labels.ok_or_else(|| DatasetError::MissingLabels { path: path.to_path_buf() })?;
-                open_npy(path, labels, sample_shape, normalize, limit)
-            }
-            "npz" => {
-                if labels.is_some() {
-                    return Err(DatasetError::UnexpectedLabels { path: path.to_path_buf() });
-                }
-                open_npz(path, sample_shape, normalize, true, limit)
-            }
-            _ => Err(DatasetError::Format { path: path.to_path_buf() }),
-        }
     }
 
     /// Opens samples whose labels are not needed, such as calibration data:
@@ -467,13 +456,8 @@ fn open_npz(path: &Path, sample_shape: &[usize], normalize: &NormalizeOptions, n
 }
 
 /// Checks that the `.npz` member `name` contains as much data as its header
-/// declares (see [`crate::data::check_npy_length`]).
-fn check_npz_member(path: &Path, name: &str) -> Result<()> {
-    npz_member_rows(path, name, None).map(|_| ())
-}
-
-/// Checks the `.npz` member `name` like [`check_npz_member`] and returns its
-/// header (`None` when malformed) and, with `max_rows`, its first rows,
+/// declares (see [`crate::data::check_npy_length`]) and returns the header
+/// (`None` when malformed) and, with `max_rows`, the first rows,
 /// decompressing no more than those (`None` for a layout that
 /// [`crate::data::npy_rows_from`] does not read).
 fn npz_member_rows(path: &Path, name: &str, max_rows: Option<usize>) -> Result<(Option<NpyHeader>, Option<Tensor>)> {
@@ -504,15 +488,15 @@ fn npz_member_rows(path: &Path, name: &str, max_rows: Option<usize>) -> Result<(
     };
     match std::io::copy(&mut entry, &mut std::io::sink()) {
         Ok(held) if held == size => {}
-        Ok(held) => return Err(damaged(format!("holds {held}"))),
+        Ok(held) => return Err(damaged(format!("contains {held}"))),
         Err(error) => return Err(damaged(format!("cannot be read in full ({error})"))),
     }
     Ok((header, None))
 }
 
-/// Reads one array of an `.npz`, whatever its element type.
+/// Reads one array of an `.npz`, whatever its element type. The caller
+/// checks its length with [`npz_member_rows`] first.
 fn read_npz_array(reader: &mut NpzReader<File>, path: &Path, name: &str, location: &str) -> Result<Tensor> {
-    check_npz_member(path, name)?;
     // Try the element types in turn, as `crate::data::read_npy` does:
     // ndarray-npy rejects a mismatched dtype before reading the data.
     macro_rules! try_type {
