@@ -48,8 +48,8 @@ pub enum DatasetError {
     #[error("--labels applies only to a .npy dataset; {} carries its own labels", path.display())]
     UnexpectedLabels { path: PathBuf },
 
-    #[error("{} has {labels} labels but {} has {samples} samples; pass exactly one label per sample", labels_path.display(), data_path.display())]
-    LabelCount { labels_path: PathBuf, labels: usize, data_path: PathBuf, samples: usize },
+    #[error("{labels_location} has {labels} labels but {data_location} has {samples} samples; pass exactly one label per sample")]
+    LabelCount { labels_location: String, labels: usize, data_location: String, samples: usize },
 
     #[error("{}: {count} label(s) are outside [0, {classes}), the classes of a model with {classes} outputs; the first is {label}, of sample {index}", path.display())]
     LabelOutOfRange { path: PathBuf, count: usize, index: usize, label: i64, classes: usize },
@@ -390,7 +390,10 @@ fn open_npy(
     if !labels_path.exists() {
         return Err(DatasetError::NotFound { what: "labels file", path: labels_path.to_path_buf() });
     }
-    let location = path.display().to_string();
+    // A shape error then shows the shape of the rows read; the location
+    // names how many rows that was.
+    let read_note = limit.map_or(String::new(), |n| format!(" (first {n} rows read)"));
+    let location = format!("{}{read_note}", path.display());
     let (samples, labels) = match limit {
         None => (read_npy(path)?, read_npy(labels_path)?),
         Some(limit) => {
@@ -398,13 +401,12 @@ fn open_npy(
             if let (Some(samples), Some(labels)) = (rows(path)?, rows(labels_path)?)
                 && samples != labels
             {
-                let (labels_path, data_path) = (labels_path.to_path_buf(), path.to_path_buf());
-                return Err(DatasetError::LabelCount { labels_path, labels, data_path, samples });
+                return Err(label_count_error(labels_path, path, labels, samples));
             }
             (read_npy_rows(path, limit)?, read_npy_rows(labels_path, limit)?)
         }
     };
-    let labels = labels_from_tensor(labels, &labels_path.display().to_string())?;
+    let labels = labels_from_tensor(labels, &format!("{}{read_note}", labels_path.display()))?;
     from_arrays(path, labels_path, &location, samples, labels, sample_shape, normalize)
 }
 
@@ -427,22 +429,25 @@ fn open_npz(path: &Path, sample_shape: &[usize], normalize: &NormalizeOptions, n
         }
     }
 
-    let images_location = format!("{}, array 'images'", path.display());
+    let location = |name: &str, rows_read: bool| match max_samples {
+        Some(n) if rows_read => format!("{}, array '{name}' (first {n} rows read)", path.display()),
+        _ => format!("{}, array '{name}'", path.display()),
+    };
     let (images_header, images) = npz_member_rows(path, "images", max_samples)?;
+    let images_location = location("images", images.is_some());
     let images = match images {
         Some(images) => images,
         None => read_npz_array(&mut reader, path, "images", &images_location)?,
     };
     // Calibration needs no labels.
     let labels = if need_labels {
-        let labels_location = format!("{}, array 'labels'", path.display());
         let (labels_header, labels) = npz_member_rows(path, "labels", max_samples)?;
+        let labels_location = location("labels", labels.is_some());
         let declared = (images_header.and_then(|h| h.rows()), labels_header.and_then(|h| h.rows()));
         if let (Some(samples), Some(labels)) = declared
             && samples != labels
         {
-            let data_path = path.to_path_buf();
-            return Err(DatasetError::LabelCount { labels_path: data_path.clone(), labels, data_path, samples });
+            return Err(label_count_error(path, path, labels, samples));
         }
         let labels = match labels {
             Some(labels) => labels,
@@ -544,6 +549,17 @@ fn labels_from_tensor(labels: Tensor, location: &str) -> Result<Vec<i64>> {
     }
 }
 
+/// Labels and samples that differ in number. When both come from one
+/// `.npz`, the message names its two arrays rather than the file twice.
+fn label_count_error(labels_path: &Path, data_path: &Path, labels: usize, samples: usize) -> DatasetError {
+    let (labels_location, data_location) = if labels_path == data_path {
+        (format!("{}, array 'labels',", data_path.display()), "array 'images'".to_string())
+    } else {
+        (labels_path.display().to_string(), data_path.display().to_string())
+    };
+    DatasetError::LabelCount { labels_location, labels, data_location, samples }
+}
+
 /// Builds a dataset from a samples array and its labels.
 fn from_arrays(
     path: &Path,
@@ -566,12 +582,7 @@ fn from_arrays(
         return Err(DatasetError::Empty { path: path.to_path_buf(), reason: format!("{location} has no samples") });
     }
     if labels.len() != count {
-        return Err(DatasetError::LabelCount {
-            labels_path: labels_path.to_path_buf(),
-            labels: labels.len(),
-            data_path: path.to_path_buf(),
-            samples: count,
-        });
+        return Err(label_count_error(labels_path, path, labels.len(), count));
     }
 
     let (samples, sample_len) = match samples {
@@ -1024,6 +1035,12 @@ mod tests {
         ndarray::arr1(&[2i64, 0, 1, 1]).write_npy(File::create(&labels).unwrap()).unwrap();
         let error = Dataset::open_first(&data, Some(&labels), &[1, 1, 2], &NormalizeOptions::default(), Some(2)).err().unwrap();
         assert!(matches!(error, DatasetError::LabelCount { labels: 4, samples: 3, .. }), "{error}");
+
+        // A shape error shows the shape of the rows read and names their count.
+        ndarray::Array2::<i64>::zeros((3, 2)).write_npy(File::create(&labels).unwrap()).unwrap();
+        let error = Dataset::open_first(&data, Some(&labels), &[1, 1, 2], &NormalizeOptions::default(), Some(2)).err().unwrap();
+        let message = error.to_string();
+        assert!(message.contains("labels.npy (first 2 rows read): expected one label per sample"), "{message}");
     }
 
     #[test]
@@ -1038,5 +1055,7 @@ mod tests {
         write_npz(&path, &images, &ndarray::arr1(&[1i64, 0]), true);
         let error = Dataset::open_first(&path, None, &[1, 1, 2], &NormalizeOptions::default(), Some(1)).err().unwrap();
         assert!(matches!(error, DatasetError::LabelCount { labels: 2, samples: 3, .. }), "{error}");
+        let message = error.to_string();
+        assert!(message.contains("array 'labels', has 2 labels but array 'images' has 3"), "{message}");
     }
 }
