@@ -274,6 +274,35 @@ fn load_weights_matches_by_name() {
 }
 
 #[test]
+fn loaded_weights_survive_replay() {
+    // With calibration data the passes run at batch 32 and their edits are
+    // replayed onto the batch-1 graph. A weight that sparsify changed and
+    // load-weights then replaces must end up with the loaded values.
+    let dir = tempfile::tempdir().unwrap();
+    let graph = mnist_graph(1);
+    let fc1 = graph.value_ids().find(|&v| graph.value(v).name == "/blocks.0/mlp/fc1/weight").expect("fc1 weight");
+    let negated: Vec<f32> = graph.konst(fc1).unwrap().as_f32().unwrap().iter().map(|w| -w).collect();
+    let bytes: Vec<u8> = negated.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![128, 64], &bytes).unwrap();
+    let path = dir.path().join("student.safetensors");
+    safetensors::serialize_to_file([("blocks.0.mlp.fc1.weight", view)], None, &path).unwrap();
+
+    let recipe = format!(
+        "[calibration]\nsamples = 32\n[[pass]]\nkind = \"sparsify\"\nsparsity = 0.3\n[[pass]]\nkind = \"load-weights\"\npath = \"{}\"\n",
+        path.display()
+    );
+    let mut single = mnist_graph(1);
+    compress_for(&mnist_model(), &mut single, &compression(&recipe)).unwrap();
+    let live: Vec<_> = single
+        .value_ids()
+        .filter(|&v| single.value(v).name == "/blocks.0/mlp/fc1/weight" && single.use_count(v) > 0)
+        .collect();
+    assert_eq!(live.len(), 1, "one fc1 weight in use");
+    let weight = single.konst(live[0]).unwrap().as_f32().unwrap().iter().copied().collect::<Vec<_>>();
+    assert_eq!(weight, negated, "the compiled graph has the loaded fc1 weight");
+}
+
+#[test]
 fn load_weights_special_files_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("weights.safetensors");

@@ -90,9 +90,14 @@ fn apply_one(graph: &mut Graph, names: &mut HashMap<String, NodeId>, edit: &Edit
             names.insert(name.clone(), graph.value(factor).producer);
         }
         Edit::Constant { value, tensor } => {
+            // An earlier edit in this list may have replaced the constant
+            // under the same name; the old one stays until the dead nodes
+            // go, so take the one still in use.
             let id = graph
                 .value_ids()
-                .find(|&v| graph.value(v).name == *value && graph.producer(v).op == Op::Constant)
+                .filter(|&v| graph.value(v).name == *value && graph.producer(v).op == Op::Constant)
+                .filter(|&v| graph.use_count(v) > 0)
+                .last()
                 .ok_or_else(|| Error::Compress(format!("the graph has no constant named '{value}'")))?;
             let old = graph.fact(id);
             if old.shape != tensor.shape() || old.dtype != tensor.dtype() {
