@@ -302,6 +302,83 @@ fn loaded_weights_survive_replay() {
     assert_eq!(weight, negated, "the compiled graph has the loaded fc1 weight");
 }
 
+/// Writes `tensors` (name, dtype, shape, little-endian bytes) to a
+/// safetensors file in `dir`.
+fn write_safetensors(dir: &Path, file: &str, tensors: &[(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)]) -> PathBuf {
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(name, dtype, shape, data)| (*name, safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap()))
+        .collect();
+    let path = dir.join(file);
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+    path
+}
+
+fn f32_bytes(values: impl IntoIterator<Item = f32>) -> Vec<u8> {
+    values.into_iter().flat_map(f32::to_le_bytes).collect()
+}
+
+#[test]
+fn load_weights_reads_state_dicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |path: &Path, extra: &str| format!("[[pass]]\nkind = \"load-weights\"\npath = \"{}\"\n{extra}", path.display());
+    let f32 = safetensors::Dtype::F32;
+
+    // The classifier head (a Gemm in the export) answers to its state dict
+    // names, and an integer buffer that matches nothing is only listed.
+    let head_bias = f32_bytes((0..10).map(|c| c as f32));
+    let counter = 7i64.to_le_bytes().to_vec();
+    let path = write_safetensors(
+        dir.path(),
+        "head.safetensors",
+        &[("head.bias", f32, vec![10], head_bias), ("norm.num_batches_tracked", safetensors::Dtype::I64, vec![], counter)],
+    );
+    let mut graph = mnist_graph(1);
+    let report = compress(&mut graph, &Recipe::from_toml_str(&load(&path, "allow-unmatched = true\n")).unwrap(), None).unwrap().report;
+    let loaded = report.passes[0].loaded.as_ref().unwrap();
+    assert_eq!((loaded.replaced.as_slice(), loaded.unmatched.as_slice()), (&["head.bias".to_string()][..], &["norm.num_batches_tracked".to_string()][..]));
+    let bias = graph.value_ids().find(|&v| graph.value(v).name == "/head/bias" && graph.use_count(v) > 0).expect("head bias");
+    assert_eq!(graph.konst(bias).unwrap().as_f32().unwrap()[[9]], 9.0);
+
+    // Two names for one weight are an error, not a silent choice.
+    let ones = f32_bytes(std::iter::repeat_n(1.0, 64));
+    let path = write_safetensors(
+        dir.path(),
+        "alias.safetensors",
+        &[("blocks.0.norm1.weight", f32, vec![64], ones.clone()), ("/blocks.0/norm1/scale", f32, vec![64], ones)],
+    );
+    let error = error_of(&load(&path, ""), &mut mnist_graph(1), None);
+    assert!(error.contains("both name the model's '/blocks.0/norm1/scale'"), "{error}");
+
+    // A damaged file fails before the passes in front of load-weights run.
+    let damaged = dir.path().join("damaged.safetensors");
+    std::fs::write(&damaged, b"\x10\x00\x00\x00\x00\x00\x00\x00{").unwrap();
+    let recipe = format!("[[pass]]\nkind = \"prune\"\nneurons = 0.5\nimportance = \"l2\"\n{}", load(&damaged, ""));
+    let error = error_of(&recipe, &mut mnist_graph(1), None);
+    assert!(error.starts_with("recipe: pass 2 (load-weights):") && error.contains("not a valid safetensors file"), "{error}");
+}
+
+#[test]
+fn distill_refits_loaded_layers() {
+    // Loaded weights that move fc1 of block 0 away from the teacher: a
+    // distill pass after load-weights refits that layer, and only it.
+    let dir = tempfile::tempdir().unwrap();
+    let graph = mnist_graph(1);
+    let fc1 = graph.value_ids().find(|&v| graph.value(v).name == "/blocks.0/mlp/fc1/weight").unwrap();
+    let halved = f32_bytes(graph.konst(fc1).unwrap().as_f32().unwrap().iter().map(|w| w * 0.5));
+    let path = write_safetensors(dir.path(), "student.safetensors", &[("blocks.0.mlp.fc1.weight", safetensors::Dtype::F32, vec![128, 64], halved)]);
+    let recipe = format!(
+        "[calibration]\nsamples = 64\n[[pass]]\nkind = \"load-weights\"\npath = \"{}\"\n[[pass]]\nkind = \"distill\"\nhead = false\n",
+        path.display()
+    );
+    let mut graph = mnist_graph(32);
+    let report = compress(&mut graph, &Recipe::from_toml_str(&recipe).unwrap(), Some(&calibration(64))).unwrap().report;
+    let refits: Vec<&str> = report.passes[1].refits.iter().map(|r| r.layer.as_str()).collect();
+    assert_eq!(refits, ["/blocks.0/mlp/fc1"]);
+    let refit = &report.passes[1].refits[0];
+    assert!(refit.relative_error_after < 0.5 * refit.relative_error_before, "{refit:?}");
+}
+
 #[test]
 fn load_weights_special_files_rejected() {
     let dir = tempfile::tempdir().unwrap();

@@ -363,6 +363,12 @@ fn run_pass(
                     units.encoder_linears().iter().map(|&n| graph.node(n).name.clone()).collect()
                 }
             };
+            if layers.is_empty() {
+                tracing::warn!(
+                    "distill: no earlier pass changed a Linear layer, so there is nothing to refit; \
+                     set layers = \"encoder\" to refit every Linear of the encoder"
+                );
+            }
             if spec.head && !layers.is_empty() {
                 layers.extend(head_linears(graph));
             }
@@ -383,7 +389,8 @@ fn run_pass(
         PassSpec::LoadWeights(spec) => {
             let (edits, loaded) = weights::run(graph, spec)?;
             report.loaded = Some(loaded);
-            PassOutcome { edits, ..PassOutcome::default() }
+            let refit = weights::changed_linears(graph, &edits);
+            PassOutcome { edits, refit, ..PassOutcome::default() }
         }
     };
     report.finetune = outcome.finetune.clone();
@@ -455,6 +462,7 @@ fn check_plan(graph: &Graph, recipe: &Recipe) -> Result<()> {
                 if !spec.path.is_file() {
                     return Err(at(Error::Recipe(format!("{} does not exist or is not a file", spec.path.display()))));
                 }
+                weights::check_file(&spec.path).map_err(at)?;
             }
         }
     }

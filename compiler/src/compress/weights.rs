@@ -35,18 +35,22 @@ pub struct LoadReport {
 }
 
 pub fn run(graph: &Graph, spec: &LoadWeightsSpec) -> Result<(Vec<Edit>, LoadReport)> {
-    let tensors = read_tensors(&spec.path, graph)?;
     let constants = constant_aliases(graph);
+    let file = read_tensors(&spec.path, graph, &constants)?;
 
     let mut edits = Vec::new();
-    let mut report = LoadReport { source: spec.path.display().to_string(), ..LoadReport::default() };
+    let mut report = LoadReport { source: spec.path.display().to_string(), unmatched: file.unmatched, ..LoadReport::default() };
     let mut mismatches = Vec::new();
-    let mut covered = std::collections::HashSet::new();
-    for (name, tensor) in &tensors {
-        let Some(value) = constants.get(name.as_str()) else {
-            report.unmatched.push(name.clone());
-            continue;
-        };
+    // Model value name to the file tensor that replaces it.
+    let mut covered: HashMap<&str, &str> = HashMap::new();
+    for (name, tensor) in &file.matched {
+        let value = &constants[name.as_str()];
+        if let Some(first) = covered.insert(value, name) {
+            return Err(Error::Compress(format!(
+                "{}: tensors '{first}' and '{name}' both name the model's '{value}'; keep one of them in the file",
+                spec.path.display()
+            )));
+        }
         let fact = graph.fact(graph.value_ids().find(|&v| graph.value(v).name == *value).expect("alias of an existing value"));
         if fact.shape != tensor.shape() {
             mismatches.push(format!(
@@ -59,7 +63,6 @@ pub fn run(graph: &Graph, spec: &LoadWeightsSpec) -> Result<(Vec<Edit>, LoadRepo
         if tensor.count_non_finite() > 0 {
             return Err(Error::Compress(format!("{}: tensor '{name}' contains NaN or infinite values", spec.path.display())));
         }
-        covered.insert(value.clone());
         report.replaced.push(name.clone());
         edits.push(Edit::Constant { value: value.clone(), tensor: tensor.clone() });
     }
@@ -89,6 +92,32 @@ pub fn run(graph: &Graph, spec: &LoadWeightsSpec) -> Result<(Vec<Edit>, LoadRepo
     Ok((edits, report))
 }
 
+/// Names of the Linear layers whose weight or bias `edits` replace: the
+/// layers that a later `distill` pass with `layers = "changed"` refits.
+pub fn changed_linears(graph: &Graph, edits: &[Edit]) -> Vec<String> {
+    let replaced: std::collections::HashSet<&str> = edits
+        .iter()
+        .filter_map(|edit| match edit {
+            Edit::Constant { value, .. } => Some(value.as_str()),
+            _ => None,
+        })
+        .collect();
+    graph
+        .topo_order()
+        .into_iter()
+        .filter(|&id| graph.node(id).op == Op::Linear)
+        .filter(|&id| graph.node(id).inputs.iter().skip(1).flatten().any(|&v| replaced.contains(graph.value(v).name.as_str())))
+        .map(|id| graph.node(id).name.clone())
+        .collect()
+}
+
+/// Tensors of a weights file: those that name a float constant of the
+/// model (converted to f32), and the names of the rest.
+struct FileTensors {
+    matched: BTreeMap<String, Arc<Tensor>>,
+    unmatched: Vec<String>,
+}
+
 /// Every name a float constant answers to, mapped to its value name.
 fn constant_aliases(graph: &Graph) -> HashMap<String, String> {
     let mut aliases = HashMap::new();
@@ -108,21 +137,40 @@ fn constant_aliases(graph: &Graph) -> HashMap<String, String> {
     aliases
 }
 
-fn read_tensors(path: &Path, graph: &Graph) -> Result<BTreeMap<String, Arc<Tensor>>> {
+fn read_tensors(path: &Path, graph: &Graph, aliases: &HashMap<String, String>) -> Result<FileTensors> {
     let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     match extension.as_str() {
-        "safetensors" => read_safetensors(path),
-        "onnx" => read_onnx(path, graph),
+        "safetensors" => read_safetensors(path, aliases),
+        "onnx" => read_onnx(path, graph, aliases)
+            .map_err(|e| Error::Compress(format!("load-weights: cannot read the student model {}: {e}", path.display()))),
         _ => Err(Error::Compress(format!("{}: load-weights reads .safetensors or .onnx files", path.display()))),
     }
 }
 
-fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Arc<Tensor>>> {
+/// Checks that `path` is a readable safetensors file, so that a damaged
+/// file fails before the passes in front of load-weights run.
+pub fn check_file(path: &Path) -> Result<()> {
+    if path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
+        let bytes = crate::data::read_regular_file(path)?;
+        SafeTensors::deserialize(&bytes)
+            .map_err(|e| Error::Compress(format!("{} is not a valid safetensors file: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Reads a safetensors file and converts only the tensors that name a
+/// constant of the model. The others are only listed: integer buffers
+/// such as BatchNorm's `num_batches_tracked`, or a head the model lacks.
+fn read_safetensors(path: &Path, aliases: &HashMap<String, String>) -> Result<FileTensors> {
     let bytes = crate::data::read_regular_file(path)?;
     let file = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::Compress(format!("{} is not a valid safetensors file: {e}", path.display())))?;
-    let mut tensors = BTreeMap::new();
+    let mut tensors = FileTensors { matched: BTreeMap::new(), unmatched: Vec::new() };
     for (name, view) in file.tensors() {
+        if !aliases.contains_key(&name) {
+            tensors.unmatched.push(name);
+            continue;
+        }
         let data = view.data();
         let values: Vec<f32> = match view.dtype() {
             Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
@@ -138,13 +186,14 @@ fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Arc<Tensor>>> {
         };
         let array = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(view.shape()), values)
             .map_err(|e| Error::Compress(format!("{}: tensor '{name}': {e}", path.display())))?;
-        tensors.insert(name, Arc::new(Tensor::F32(array)));
+        tensors.matched.insert(name, Arc::new(Tensor::F32(array)));
     }
+    tensors.unmatched.sort();
     Ok(tensors)
 }
 
 /// Canonical constants of another ONNX model, bound to this graph's input shape.
-fn read_onnx(path: &Path, graph: &Graph) -> Result<BTreeMap<String, Arc<Tensor>>> {
+fn read_onnx(path: &Path, graph: &Graph, aliases: &HashMap<String, String>) -> Result<FileTensors> {
     let input = graph.inputs()[0];
     let options = ImportOptions {
         input_shapes: [(graph.value(input).name.clone(), graph.fact(input).shape.clone())].into_iter().collect(),
@@ -152,12 +201,18 @@ fn read_onnx(path: &Path, graph: &Graph) -> Result<BTreeMap<String, Arc<Tensor>>
     };
     let mut other = import_file(path, &options)?;
     PassManager::canonicalize().run(&mut other)?;
-    let mut tensors = BTreeMap::new();
+    let mut tensors = FileTensors { matched: BTreeMap::new(), unmatched: Vec::new() };
     for value in other.value_ids() {
         if other.producer(value).op == Op::Constant && other.fact(value).dtype.is_float() {
+            let name = other.value(value).name.clone();
+            if !aliases.contains_key(&name) {
+                tensors.unmatched.push(name);
+                continue;
+            }
             let tensor = other.konst(value).expect("constant has data").clone();
-            tensors.insert(other.value(value).name.clone(), Arc::new(tensor.cast(crate::tensor::DType::F32)));
+            tensors.matched.insert(name, Arc::new(tensor.cast(crate::tensor::DType::F32)));
         }
     }
+    tensors.unmatched.sort();
     Ok(tensors)
 }

@@ -116,16 +116,19 @@ fn fuse_gemm(graph: &mut Graph, gemm: NodeId) -> Result<bool> {
     let weight = if trans_b { matrix } else { matrix.t().as_standard_layout().into_owned() };
     let out_features = weight.nrows();
     let name = graph.node(gemm).name.clone();
+    // Constants named after the layer (`/head/weight`), as for MatMul, so
+    // that load-weights matches a state dict's `head.weight`.
+    let prefix = name.trim_end_matches("/Gemm").to_string();
     let bias = match inputs.get(2).copied().flatten() {
         None => None,
         Some(c) if beta == 1.0 => match column_bias(graph, c, out_features) {
-            Some(data) => Some(graph.add_constant(format!("{name}/bias"), Arc::new(data))),
+            Some(data) => Some(graph.add_constant(format!("{prefix}/bias"), Arc::new(data))),
             None => return Ok(false),
         },
         Some(_) => return Ok(false),
     };
     let out = result(graph, gemm);
-    let weight = graph.add_constant(format!("{name}/weight"), Arc::new(Tensor::F32(weight.into_dyn())));
+    let weight = graph.add_constant(format!("{prefix}/weight"), Arc::new(Tensor::F32(weight.into_dyn())));
     let fact = Fact::new(DType::F32, graph.fact(out).shape.clone());
     let linear = graph.add_simple(Op::Linear, name, vec![Some(a), Some(weight), bias], fact);
     graph.replace_all_uses(out, linear);
