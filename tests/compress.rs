@@ -739,6 +739,31 @@ fn mse_finetune_of_a_feature_model() {
     assert!(after < 0.95 * before, "finetune lowered the held-out error only from {before:.4} to {after:.4}");
 }
 
+/// `vitc analyze --max-drop` searches by top-1 agreement, so a model that
+/// outputs features gets an error before any unit is measured; a model
+/// without attention or MLP units has nothing to measure.
+#[test]
+fn analyze_rejects_unsearchable_models() {
+    use vitc::compress::analyze::{AnalyzeOptions, analyze};
+    use vitc::compress::recipe::Importance;
+
+    let mut features = mnist_graph(32);
+    let last_norm = features.topo_order().into_iter().filter(|&n| features.node(n).op.name() == "LayerNorm").last().unwrap();
+    features.set_outputs(vec![features.node(last_norm).outputs[0]]);
+    let options = AnalyzeOptions { ratios: vec![0.5], importance: Importance::L2, distill: false, max_drop: Some(1.0) };
+    let error = analyze(&features, &calibration(64), &options).err().expect("rejected").to_string();
+    assert!(error.contains("--max-drop is a budget of top-1 agreement") && error.contains("[32,50,64]"), "{error}");
+
+    // The patch embedding alone: a Conv, then reshapes.
+    let mut stem = mnist_graph(32);
+    let conv = stem.topo_order().into_iter().find(|&n| stem.node(n).op.name() == "Conv").unwrap();
+    stem.set_outputs(vec![stem.node(conv).outputs[0]]);
+    stem.remove_dead_nodes();
+    let options = AnalyzeOptions { max_drop: None, ..options };
+    let error = analyze(&stem, &calibration(64), &options).err().expect("rejected").to_string();
+    assert!(error.contains("no attention or MLP unit"), "{error}");
+}
+
 /// KL needs a classifier head, so the error names the squared-error loss.
 #[test]
 fn kl_finetune_rejects_feature_model() {

@@ -11,7 +11,7 @@ use super::calib::{Calibration, run_rows};
 use super::recipe::{CalibrationSettings, DistillSpec, Importance, PassSpec, PruneSpec, Recipe};
 use super::report::OutputError;
 use super::{Units, compress, encoder_flops, encoder_names};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ir::Graph;
 
 /// Settings of one analysis.
@@ -70,11 +70,26 @@ pub fn analyze(graph: &Graph, calibration: &Calibration, options: &AnalyzeOption
     let (fit, measured) = split(calibration);
     let (fit, calibration) = (&fit, &measured);
     let units = Units::find(graph);
+    if units.attention.is_empty() && units.mlp.is_empty() {
+        return Err(Error::Compress(
+            "the model has no attention or MLP unit that prune can shrink (an Attention node between Q, K, V and output \
+             Linear layers, or Linear, activation, Linear), so there is nothing to analyze"
+                .into(),
+        ));
+    }
+    let output = graph.outputs().first().map(|&v| graph.fact(v).shape.clone()).unwrap_or_default();
+    let classifier = output.len() == 2;
+    if options.max_drop.is_some() && !classifier {
+        return Err(Error::Compress(format!(
+            "--max-drop is a budget of top-1 agreement, which needs a classifier output [batch, classes], but the model's \
+             output is {}; leave out --max-drop and choose ratios from the output errors in the table",
+            crate::tensor::ShapeDisplay(&output)
+        )));
+    }
     let names = encoder_names(graph);
     let total = encoder_flops(graph, &names) as f64;
     let (teacher, _) = run_rows(graph, calibration, &[], "original model")?;
     let trial = Trial::new(graph, &units, fit, options)?;
-    let classifier = graph.outputs().first().is_some_and(|&v| graph.fact(v).rank() == 2);
 
     let mut results = Vec::new();
     let mut first_error = None;
@@ -101,7 +116,7 @@ pub fn analyze(graph: &Graph, calibration: &Calibration, options: &AnalyzeOption
         return Err(error);
     }
     let search = match options.max_drop {
-        Some(budget) if classifier => Some(search(graph, (fit, calibration), &trial, &results, budget, &teacher, &names, total)?),
+        Some(budget) => Some(search(graph, (fit, calibration), &trial, &results, budget, &teacher, &names, total)?),
         _ => None,
     };
     Ok(Sensitivity {
