@@ -181,12 +181,17 @@ struct Trained {
     steps: usize,
     before: (f64, f64),
     after: (f64, f64),
+    /// Loss at the last check, which tells a diverging run apart.
+    last: f64,
 }
 
 impl Trained {
     fn summary(&self, spec: &FinetuneSpec, held_out: usize) -> String {
         let on = if held_out > 0 { format!("{held_out} held-out samples") } else { "the training samples".into() };
-        let outcome = if self.best_step == 0 { "no step improved it, head kept".to_string() } else { format!("best at step {}", self.best_step) };
+        let outcome = match self.best_step {
+            0 => no_step_improved(self.before.0, self.last, spec.learning_rate, "head"),
+            step => format!("best at step {step}"),
+        };
         format!(
             "KL (T={}) {:.5} -> {:.5}, agreement {:.2}% -> {:.2}% on {on}; {} steps, {outcome}",
             spec.temperature,
@@ -205,7 +210,8 @@ fn descend(problem: &Problem, spec: &FinetuneSpec, w: DMatrix<f64>, b: DVector<f
     let (x, t) = &problem.train;
     let (check_x, check_t) = problem.check_set();
     let before = evaluate(check_x, check_t, &w, &b, temperature);
-    let mut best = Trained { w: w.clone(), b: b.clone(), best_step: 0, steps: spec.steps, before, after: before };
+    let mut best = Trained { w: w.clone(), b: b.clone(), best_step: 0, steps: spec.steps, before, after: before, last: before.0 };
+    let mut last = before.0;
     let (mut w, mut b) = (w, b);
     let (mut mw, mut vw) = (DMatrix::zeros(w.nrows(), w.ncols()), DMatrix::zeros(w.nrows(), w.ncols()));
     let (mut mb, mut vb) = (DVector::zeros(b.len()), DVector::zeros(b.len()));
@@ -228,12 +234,24 @@ fn descend(problem: &Problem, spec: &FinetuneSpec, w: DMatrix<f64>, b: DVector<f
 
         if step % CHECK_EVERY == 0 || step == spec.steps {
             let now = evaluate(check_x, check_t, &w, &b, temperature);
+            last = now.0;
             if now.0 < best.after.0 {
-                best = Trained { w: w.clone(), b: b.clone(), best_step: step, steps: spec.steps, before, after: now };
+                best = Trained { w: w.clone(), b: b.clone(), best_step: step, steps: spec.steps, before, after: now, last };
             }
         }
     }
-    best
+    Trained { last, ..best }
+}
+
+/// Outcome of a run in which no step lowered the checked loss. A loss
+/// that ended far above where it started, or not finite, points at the
+/// learning rate.
+pub(crate) fn no_step_improved(before: f64, last: f64, learning_rate: f64, kept: &str) -> String {
+    if !last.is_finite() || last > 2.0 * before {
+        format!("no step improved it: the loss rose to {last:.3e}, so learning-rate = {learning_rate:e} may be too high; {kept} kept")
+    } else {
+        format!("no step improved it, {kept} kept")
+    }
 }
 
 /// `x w^T + b` for rows `x`.

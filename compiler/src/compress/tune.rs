@@ -117,6 +117,7 @@ pub fn run_pass(
     let output = graph.outputs()[0];
     let before = evaluate(&with_params(graph, &params), check, spec)?;
     let mut best = (0usize, before, params.iter().map(|p| p.data.clone()).collect::<Vec<_>>());
+    let mut last = before.0;
     let progress = progress_bar(spec.steps, "finetune");
     for step in 1..=spec.steps {
         let working = with_params(graph, &params);
@@ -140,6 +141,7 @@ pub fn run_pass(
         adam(&mut params, &grads, step, spec.learning_rate as f32);
         if step % CHECK_EVERY == 0 || step == spec.steps {
             let now = evaluate(&with_params(graph, &params), check, spec)?;
+            last = now.0;
             if now.0 < best.1.0 {
                 best = (step, now, params.iter().map(|p| p.data.clone()).collect());
             }
@@ -172,7 +174,10 @@ pub fn run_pass(
         1 => "1 held-out batch".to_string(),
         n => format!("{n} held-out batches"),
     };
-    let result = if best_step == 0 { "no step improved it, parameters kept".to_string() } else { format!("best at step {best_step}") };
+    let result = match best_step {
+        0 => super::finetune::no_step_improved(before.0, last, spec.learning_rate, "parameters"),
+        step => format!("best at step {step}"),
+    };
     outcome.details.insert(
         format!("{} parameter tensors", params.len()),
         match spec.loss {
