@@ -775,6 +775,17 @@ fn kl_finetune_rejects_feature_model() {
 }
 
 #[test]
+fn diverging_finetune_names_learning_rate() {
+    let recipe = "[[pass]]\nkind = \"prune\"\nneurons = 0.5\nimportance = \"l2\"\n[[pass]]\nkind = \"finetune\"\nparams = \"head\"\nlearning-rate = 1e30\n";
+    let mut graph = mnist_graph(32);
+    let report = compress(&mut graph, &Recipe::from_toml_str(recipe).unwrap(), Some(&calibration(256))).unwrap().report;
+    let outcome = report.passes[1].finetune.as_ref().unwrap();
+    assert_eq!(outcome.best_step, 0, "{outcome:?}");
+    let detail = &report.passes[1].layers[0].detail;
+    assert!(detail.contains("learning-rate = 1e30 may be too high; head kept"), "{detail}");
+}
+
+#[test]
 fn finetune_rejects_bad_settings() {
     let mut graph = mnist_graph(32);
     for (pass, expected) in [

@@ -181,7 +181,7 @@ struct Trained {
     steps: usize,
     before: (f64, f64),
     after: (f64, f64),
-    /// Loss at the last check, which tells a diverging run apart.
+    /// Loss at the last check: far above `before` when the run diverged.
     last: f64,
 }
 
