@@ -270,7 +270,7 @@ fn load_weights_matches_by_name() {
     let unknown = write("blocks.7.mlp.fc1.weight", vec![128, 64], &bytes);
     let recipe = format!("[[pass]]\nkind = \"load-weights\"\npath = \"{}\"\n", unknown.display());
     let error = error_of(&recipe, &mut mnist_graph(1), None);
-    assert!(error.contains("match no weight of the model, e.g. blocks.7.mlp.fc1.weight"), "{error}");
+    assert!(error.contains("no tensor matches a weight of the model (the file has blocks.7.mlp.fc1.weight)"), "{error}");
 }
 
 #[test]
@@ -349,6 +349,15 @@ fn load_weights_reads_state_dicts() {
     );
     let error = error_of(&load(&path, ""), &mut mnist_graph(1), None);
     assert!(error.contains("both name the model's '/blocks.0/norm1/scale'"), "{error}");
+
+    // Without allow-unmatched, the buffer is an error that says where to set it.
+    let buffer = write_safetensors(
+        dir.path(),
+        "buffer.safetensors",
+        &[("head.bias", f32, vec![10], f32_bytes([0.0; 10])), ("norm.num_batches_tracked", safetensors::Dtype::I64, vec![], 7i64.to_le_bytes().to_vec())],
+    );
+    let error = error_of(&load(&buffer, ""), &mut mnist_graph(1), None);
+    assert!(error.contains("e.g. norm.num_batches_tracked; to load the rest, use a recipe whose load-weights pass sets allow-unmatched = true"), "{error}");
 
     // A damaged file fails before the passes in front of load-weights run.
     let damaged = dir.path().join("damaged.safetensors");

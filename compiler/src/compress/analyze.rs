@@ -86,6 +86,16 @@ pub fn analyze(graph: &Graph, calibration: &Calibration, options: &AnalyzeOption
             crate::tensor::ShapeDisplay(&output)
         )));
     }
+    if let Some(budget) = options.max_drop {
+        let step = 100.0 / calibration.samples().max(1) as f64;
+        if step > budget {
+            tracing::warn!(
+                "the search measures agreement on {} held-out samples, so one sample is {step:.2} points, coarser than \
+                 --max-drop {budget}; give more --samples, and check the written recipe with vitc eval on a test set",
+                calibration.samples()
+            );
+        }
+    }
     let names = encoder_names(graph);
     let total = encoder_flops(graph, &names) as f64;
     let (teacher, _) = run_rows(graph, calibration, &[], "original model")?;

@@ -74,18 +74,24 @@ pub fn run(graph: &Graph, spec: &LoadWeightsSpec) -> Result<(Vec<Edit>, LoadRepo
             mismatches.join("\n  ")
         )));
     }
-    if !report.unmatched.is_empty() && !spec.allow_unmatched {
-        let mut names = report.unmatched.clone();
-        names.truncate(20);
+    let mut examples = report.unmatched.clone();
+    examples.truncate(20);
+    if edits.is_empty() {
         return Err(Error::Compress(format!(
-            "{}: {} tensor(s) match no weight of the model, e.g. {}; set allow-unmatched = true to load the rest",
+            "{}: no tensor matches a weight of the model (the file has {}); names match a weight's IR name \
+             (/blocks.0/mlp/fc1/weight) or its PyTorch name (blocks.0.mlp.fc1.weight), so strip any prefix such as module.",
             spec.path.display(),
-            report.unmatched.len(),
-            names.join(", ")
+            examples.join(", ")
         )));
     }
-    if edits.is_empty() {
-        return Err(Error::Compress(format!("{}: no tensor matches a weight of the model", spec.path.display())));
+    if !report.unmatched.is_empty() && !spec.allow_unmatched {
+        return Err(Error::Compress(format!(
+            "{}: {} tensor(s) match no weight of the model, e.g. {}; to load the rest, use a recipe whose load-weights \
+             pass sets allow-unmatched = true",
+            spec.path.display(),
+            report.unmatched.len(),
+            examples.join(", ")
+        )));
     }
     let distinct_values: std::collections::HashSet<&String> = constants.values().collect();
     report.kept = distinct_values.len() - covered.len();
