@@ -41,6 +41,13 @@ impl Calibration {
             );
         }
         let available = samples.min(dataset.len());
+        if samples > dataset.len() && dataset.len() > 0 {
+            tracing::warn!(
+                data = %data.display(),
+                "{samples} calibration samples were asked for, but the data has {}; calibration uses those",
+                dataset.len()
+            );
+        }
         let count = available / batch * batch;
         if count > 0 && count < available {
             tracing::warn!(

@@ -667,6 +667,29 @@ fn pixel_samples(
     Ok((Samples::Pixels { data, channels, preprocess }, sample_len))
 }
 
+/// Class folders named by numbers that are not their sorted positions
+/// (`0` to `7` and `9`; or `2` after `10`) get other class numbers than
+/// their names say, as with torchvision's `ImageFolder`, so say which.
+fn warn_if_numbers_differ(root: &Path, class_dirs: &[(String, PathBuf)]) {
+    let names: Vec<&str> = class_dirs.iter().map(|(name, _)| name.as_str()).collect();
+    if let Some((name, index)) = misnumbered_class(&names) {
+        tracing::warn!(
+            "{}: class folders are numbered by their sorted position, not by their names, so folder '{name}' is class \
+             {index}; rename the folders (00 to 99, with no gaps) if their names are the class numbers",
+            root.display()
+        );
+    }
+}
+
+/// Returns the first folder whose number differs from its position, when
+/// every folder is named by a number.
+fn misnumbered_class<'a>(names: &[&'a str]) -> Option<(&'a str, usize)> {
+    if names.is_empty() || names.iter().any(|name| name.parse::<usize>().is_err()) {
+        return None;
+    }
+    names.iter().enumerate().find(|(index, name)| name.parse::<usize>().ok() != Some(*index)).map(|(index, name)| (*name, index))
+}
+
 /// Opens a folder with one subfolder of PNG or JPEG images per class.
 fn open_folder(root: &Path, sample_shape: &[usize], normalize: &NormalizeOptions, need_labels: bool) -> Result<Dataset> {
     let preprocess = Preprocess::for_sample(sample_shape, normalize)?;
@@ -678,6 +701,7 @@ fn open_folder(root: &Path, sample_shape: &[usize], normalize: &NormalizeOptions
             class_dirs.push((name, entry));
         }
     }
+    warn_if_numbers_differ(root, &class_dirs);
     // Unlabeled images may sit in the folder itself.
     if class_dirs.is_empty() && !need_labels {
         class_dirs.push((String::new(), root.to_path_buf()));
@@ -1041,6 +1065,14 @@ mod tests {
         let error = Dataset::open_first(&data, Some(&labels), &[1, 1, 2], &NormalizeOptions::default(), Some(2)).err().unwrap();
         let message = error.to_string();
         assert!(message.contains("labels.npy (first 2 rows read): expected one label per sample"), "{message}");
+    }
+
+    #[test]
+    fn numbered_class_folders_checked() {
+        assert_eq!(misnumbered_class(&["0", "1", "2"]), None);
+        assert_eq!(misnumbered_class(&["0", "1", "9"]), Some(("9", 2)));
+        assert_eq!(misnumbered_class(&["0", "1", "10", "2"]), Some(("10", 2)));
+        assert_eq!(misnumbered_class(&["cat", "dog"]), None);
     }
 
     #[test]
