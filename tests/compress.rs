@@ -324,7 +324,7 @@ fn load_weights_reads_state_dicts() {
     let load = |path: &Path, extra: &str| format!("[[pass]]\nkind = \"load-weights\"\npath = \"{}\"\n{extra}", path.display());
     let f32 = safetensors::Dtype::F32;
 
-    // The classifier head (a Gemm in the export) answers to its state dict
+    // The classifier head (a Gemm in the export) matches its state dict
     // names, and an integer buffer that matches nothing is only listed.
     let head_bias = f32_bytes((0..10).map(|c| c as f32));
     let counter = 7i64.to_le_bytes().to_vec();
@@ -350,7 +350,7 @@ fn load_weights_reads_state_dicts() {
     let error = error_of(&load(&path, ""), &mut mnist_graph(1), None);
     assert!(error.contains("both name the model's '/blocks.0/norm1/scale'"), "{error}");
 
-    // Without allow-unmatched, the buffer is an error that says where to set it.
+    // Without allow-unmatched, the buffer is an error that names where to set it.
     let buffer = write_safetensors(
         dir.path(),
         "buffer.safetensors",
@@ -750,7 +750,7 @@ fn mse_finetune_of_a_feature_model() {
 }
 
 /// `vitc analyze --max-drop` searches by top-1 agreement. A model that
-/// outputs features is refused before any unit is measured, and so is a
+/// outputs features is rejected before any unit is measured, and so is a
 /// model without attention or MLP units.
 #[test]
 fn analyze_rejects_unsearchable_models() {

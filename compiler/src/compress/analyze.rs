@@ -78,6 +78,8 @@ pub fn analyze(graph: &Graph, calibration: &Calibration, options: &AnalyzeOption
         ));
     }
     let output = graph.outputs().first().map(|&v| graph.fact(v).shape.clone()).unwrap_or_default();
+    // NOTE: a rank-2 output of pooled features passes this check too, and
+    // the search then treats the features as logits.
     let classifier = output.len() == 2;
     if options.max_drop.is_some() && !classifier {
         return Err(Error::Compress(format!(

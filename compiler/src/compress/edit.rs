@@ -91,8 +91,8 @@ fn apply_one(graph: &mut Graph, names: &mut HashMap<String, NodeId>, edit: &Edit
         }
         Edit::Constant { value, tensor } => {
             // An earlier edit in this list may have replaced the constant
-            // under the same name; the old one stays until the dead nodes
-            // go, so take the one still in use.
+            // under the same name, and the old one stays until dead nodes
+            // are removed. So the constant still in use is the target.
             let id = graph
                 .value_ids()
                 .filter(|&v| graph.value(v).name == *value && graph.producer(v).op == Op::Constant)

@@ -243,14 +243,16 @@ fn descend(problem: &Problem, spec: &FinetuneSpec, w: DMatrix<f64>, b: DVector<f
     Trained { last, ..best }
 }
 
-/// Outcome of a run in which no step lowered the checked loss. A loss
-/// that ended far above where it started, or not finite, points at the
-/// learning rate.
-pub(crate) fn no_step_improved(before: f64, last: f64, learning_rate: f64, kept: &str) -> String {
+/// Describes a run in which no step lowered the checked loss. A loss that
+/// ended far above its start, or not finite, points at the learning rate.
+pub(crate) fn no_step_improved(before: f64, last: f64, learning_rate: f64, kept_params: &str) -> String {
     if !last.is_finite() || last > 2.0 * before {
-        format!("no step improved it: the loss rose to {last:.3e}, so learning-rate = {learning_rate:e} may be too high; {kept} kept")
+        format!(
+            "no step improved it: the loss rose to {last:.3e}, so learning-rate = {learning_rate:e} may be too high; \
+             {kept_params} kept"
+        )
     } else {
-        format!("no step improved it, {kept} kept")
+        format!("no step improved it, {kept_params} kept")
     }
 }
 

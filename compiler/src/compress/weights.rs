@@ -148,13 +148,15 @@ fn read_tensors(path: &Path, graph: &Graph, aliases: &HashMap<String, String>) -
     match extension.as_str() {
         "safetensors" => read_safetensors(path, aliases),
         "onnx" => read_onnx(path, graph, aliases)
-            .map_err(|e| Error::Compress(format!("load-weights: cannot read the student model {}: {e}", path.display()))),
+            .map_err(|e| Error::Compress(format!("load-weights: failed to read the student model {}: {e}", path.display()))),
         _ => Err(Error::Compress(format!("{}: load-weights reads .safetensors or .onnx files", path.display()))),
     }
 }
 
 /// Checks that `path` is a readable safetensors file, so that a damaged
-/// file fails before the passes in front of load-weights run.
+/// file fails before the passes in front of load-weights run. The file is
+/// read whole, because the safetensors crate checks the header against the
+/// data length, and read again when the pass runs.
 pub fn check_file(path: &Path) -> Result<()> {
     if path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
         let bytes = crate::data::read_regular_file(path)?;
@@ -168,6 +170,8 @@ pub fn check_file(path: &Path) -> Result<()> {
 /// constant of the model. The others are only listed: integer buffers
 /// such as BatchNorm's `num_batches_tracked`, or a head the model lacks.
 fn read_safetensors(path: &Path, aliases: &HashMap<String, String>) -> Result<FileTensors> {
+    // NOTE: the whole file is read into memory, the tensors that match
+    // nothing included.
     let bytes = crate::data::read_regular_file(path)?;
     let file = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::Compress(format!("{} is not a valid safetensors file: {e}", path.display())))?;

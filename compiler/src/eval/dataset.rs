@@ -390,8 +390,8 @@ fn open_npy(
     if !labels_path.exists() {
         return Err(DatasetError::NotFound { what: "labels file", path: labels_path.to_path_buf() });
     }
-    // A shape error then shows the shape of the rows read; the location
-    // names how many rows that was.
+    // A shape error then shows the shape of the rows read, so the location
+    // names how many rows were read.
     let read_note = limit.map_or(String::new(), |n| format!(" (first {n} rows read)"));
     let location = format!("{}{read_note}", path.display());
     let (samples, labels) = match limit {
@@ -667,9 +667,9 @@ fn pixel_samples(
     Ok((Samples::Pixels { data, channels, preprocess }, sample_len))
 }
 
-/// Class folders named by numbers that are not their sorted positions
-/// (`0` to `7` and `9`; or `2` after `10`) get other class numbers than
-/// their names say, as with torchvision's `ImageFolder`, so say which.
+/// Warns when class folders are named by numbers that differ from their
+/// sorted positions (`0` to `7` and `9`, or `10` before `2`). Classes are
+/// numbered by sorted name, as torchvision's `ImageFolder` numbers them.
 fn warn_if_numbers_differ(root: &Path, class_dirs: &[(String, PathBuf)]) {
     let names: Vec<&str> = class_dirs.iter().map(|(name, _)| name.as_str()).collect();
     if let Some((name, index)) = misnumbered_class(&names) {
